@@ -1,0 +1,104 @@
+"""zoo: a plugin-based model zoo for transfer learning.
+
+    import zoo
+    result = zoo.finetune("resnet18", data="./photos", freeze="head-only", epochs=5)
+    model, transform, classes = zoo.load(result.run_dir)
+
+Importing zoo is cheap: torch and timm load only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import NotFoundError, UsageError, ZooError
+from zoo.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from zoo.registry import BackboneSpec
+    from zoo.trainer import Result
+
+__version__ = "0.1.0"
+__all__ = ["hookimpl", "ZooError", "UsageError", "NotFoundError", "resolve", "list_backbones", "info",
+           "finetune", "load", "predict", "evaluate", "__version__"]
+
+
+def resolve(name: str) -> "BackboneSpec":
+    """Resolve a backbone name (registry name, timm name, ``hf-hub:``/``local-dir:`` source)."""
+    from zoo.registry import resolve as _resolve
+
+    return _resolve(name)
+
+
+def list_backbones(pattern: str | None = None, *, all: bool = False) -> list[dict]:
+    """Registry entries (and, with ``all``, every pretrained timm model) matching a wildcard."""
+    from zoo.registry import get_registry, timm_rows
+
+    rows = get_registry().rows(pattern)
+    if all:
+        known = {r["source"] for r in rows}
+        rows += [r for r in timm_rows(pattern) if r["source"] not in known]
+    return rows
+
+
+def info(name: str) -> dict:
+    """Source, parameters, input size, normalization, feature dimension, license; no weights downloaded."""
+    from zoo.info import backbone_info
+
+    return backbone_info(name)
+
+
+def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume: str | Path | None = None,
+             reporter: Any = None, **options: Any) -> "Result":
+    """Fine-tune ``backbone`` on ``data``; returns the result (metrics, run directory, history).
+
+    ``options`` are FinetuneConfig fields: head, freeze, epochs, batch_size, lr, seed, ...
+    """
+    from zoo.trainer import FinetuneConfig, Trainer
+
+    if resume is not None:
+        config = _config_from_run(Path(resume), options)
+    else:
+        config = FinetuneConfig.from_dict({"backbone": backbone, "data": data, **options})
+    return Trainer(config, out=Path(out) if out else None, resume=Path(resume) if resume else None, reporter=reporter).fit()
+
+
+def _config_from_run(run_dir: Path, overrides: dict) -> Any:
+    import yaml
+
+    from zoo.runs import RUN_CONFIG
+    from zoo.trainer import FinetuneConfig
+
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values.update({k: v for k, v in overrides.items() if k in ("epochs", "device", "patience")})
+    return FinetuneConfig.from_dict(values)
+
+
+def load(model: str | Path) -> tuple[Any, Any, list[str]]:
+    """A saved model (run directory, ``local-dir:PATH`` or ``hf-hub:ORG/NAME``) as (model, transform, class names).
+
+    ``transform`` turns a PIL image into a normalized float tensor (3, H, W).
+    """
+    from zoo.predict import Transform
+    from zoo.backbones import load as _load
+
+    loaded = _load(model)
+    return loaded.model, Transform(loaded), loaded.classes
+
+
+def predict(model: str | Path, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
+    """Top-k class predictions for image files."""
+    from zoo.predict import predict as _predict
+
+    return _predict(model, images, top_k=top_k)
+
+
+def evaluate(model: str | Path, *, data: str, batch_size: int = 256) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix of a saved model on a dataset."""
+    from zoo.predict import evaluate as _evaluate
+
+    return _evaluate(model, data=data, batch_size=batch_size)

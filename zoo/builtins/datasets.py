@@ -1,0 +1,226 @@
+"""Built-in datasets: image folders, CSV files, Fashion-MNIST, scikit-learn's digits, synthetic."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import UsageError, ZooError
+from zoo.hookspecs import hookimpl
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+@hookimpl
+def zoo_register_datasets(register):
+    register("imagefolder", imagefolder, description="imagefolder:PATH - one subfolder per class (train/ and val/ or test/ used when present)")
+    register("csv", csv_dataset, description="csv:FILE - columns image (path inside the CSV's folder) and label; optional split column")
+    register("fashion-mnist", fashion_mnist, description=f"fashion-mnist[:DIR] - Fashion-MNIST IDX files (default {FASHION_MNIST_DIR})")
+    register("digits", digits, description="digits - scikit-learn's 1,797 real 8x8 handwritten digits")
+    register("synthetic", synthetic, description="synthetic[:N] - tiny deterministic colour/shape images for tests (N per class)")
+
+
+# -- image folders -----------------------------------------------------------------------
+def _walk_files(root: Path) -> list[Path]:
+    """Every non-hidden file below root, following symlinks but never looping."""
+    seen, files = set(), []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and (Path(dirpath) / f).is_file()]
+    return files
+
+
+def _class_folder(root: Path, classes: list[str] | None = None):
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = classes or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise UsageError(f"{root} has class folders not in the training classes: {', '.join(unknown[:5])}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if folder.is_dir():
+            for f in _walk_files(folder):
+                paths.append(f)
+                labels.append(label)
+    if not paths:
+        raise UsageError(f"no images found in {root}: expected one subfolder per class, e.g. {root}/cats/1.jpg")
+    return classes, paths, labels
+
+
+def imagefolder(arg: str | None):
+    from zoo.data import Dataset, file_split
+
+    if not arg:
+        raise UsageError("imagefolder needs a path: imagefolder:PATH")
+    root = Path(arg).expanduser()
+    if not root.exists():
+        raise UsageError(f"image folder {root} does not exist")
+    present = {name: root / name for name in SPLIT_DIRS if (root / name).is_dir()}
+    if "train" in present and len(present) > 1:
+        classes, paths, labels = _class_folder(present.pop("train"))
+        splits = {"train": file_split(paths, labels)}
+        for name, folder in present.items():
+            _, p, y = _class_folder(folder, classes)
+            splits[name] = file_split(p, y)
+    else:
+        classes, paths, labels = _class_folder(root)
+        splits = {"train": file_split(paths, labels)}
+    return Dataset(f"imagefolder:{root}", classes, splits)
+
+
+# -- CSV -------------------------------------------------------------------------------
+IMAGE_COLUMNS = ("image", "path", "file", "filename", "filepath")
+LABEL_COLUMNS = ("label", "class", "target", "category")
+
+
+def csv_dataset(arg: str | None):
+    from zoo.data import Dataset, file_split
+
+    if not arg:
+        raise UsageError("csv needs a file: csv:FILE")
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise UsageError(f"CSV file {path} does not exist")
+    base = path.parent.resolve()
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        image_col = next((reader.fieldnames[header.index(c)] for c in IMAGE_COLUMNS if c in header), None)
+        label_col = next((reader.fieldnames[header.index(c)] for c in LABEL_COLUMNS if c in header), None)
+        split_col = reader.fieldnames[header.index("split")] if "split" in header else None
+        if not image_col or not label_col:
+            raise UsageError(f"{path}: needs a header with an image column ({'/'.join(IMAGE_COLUMNS)}) and a label column ({'/'.join(LABEL_COLUMNS)})")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            rel, label = (row.get(image_col) or "").strip(), (row.get(label_col) or "").strip()
+            if not rel or not label:
+                raise UsageError(f"{path}:{line}: empty image path or label")
+            full = (base / rel).resolve()
+            if not full.is_relative_to(base):
+                raise UsageError(f"{path}:{line}: image path '{rel}' leaves the CSV's folder, which is not allowed")
+            split = (row.get(split_col) or "train").strip().lower() if split_col else "train"
+            if split not in SPLIT_DIRS:
+                raise UsageError(f"{path}:{line}: unknown split '{split}' (use train, val or test)")
+            rows.append((full, label, SPLIT_DIRS[split]))
+    if not rows:
+        raise UsageError(f"{path}: no rows")
+    from zoo.registry import natural_key
+
+    classes = sorted({label for _, label, _ in rows}, key=natural_key)
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for name in dict.fromkeys(s for _, _, s in rows):
+        chosen = [(p, index[label]) for p, label, s in rows if s == name]
+        missing = next((p for p, _ in chosen if not p.is_file()), None)
+        if missing:
+            raise UsageError(f"{path}: image {missing} does not exist")
+        splits[name] = file_split([p for p, _ in chosen], [y for _, y in chosen])
+    if "train" not in splits:
+        raise UsageError(f"{path}: no rows in the train split")
+    return Dataset(f"csv:{path}", classes, splits)
+
+
+# -- Fashion-MNIST ---------------------------------------------------------------------
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the format of MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ZooError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ZooError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found {body.size}")
+    return body.reshape(shape)
+
+
+def fashion_mnist(arg: str | None):
+    from zoo.data import Dataset, array_split
+
+    root = Path(arg or os.environ.get("ZOO_FASHION_MNIST") or FASHION_MNIST_DIR).expanduser()
+
+    def find(stem: str) -> Path:
+        for name in (f"{stem}.gz", stem):
+            if (root / name).is_file():
+                return root / name
+        raise UsageError(
+            f"Fashion-MNIST not found in {root} (missing {stem}[.gz]): install it with "
+            f"'apt-get install dataset-fashion-mnist' or pass fashion-mnist:DIR"
+        )
+
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = read_idx(find(f"{prefix}-images-idx3-ubyte")), read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+        if len(images) != len(labels):
+            raise ZooError(f"Fashion-MNIST in {root}: {len(images)} {split} images but {len(labels)} labels")
+        splits[split] = array_split(images, labels, f"fashion-mnist/{split}")
+    return Dataset("fashion-mnist", list(FASHION_MNIST_CLASSES), splits)
+
+
+# -- scikit-learn digits -------------------------------------------------------------------
+def digits(arg: str | None):
+    from zoo.data import Dataset, array_split
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ZooError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    bunch = load_digits()
+    images = np.clip(bunch.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    return Dataset("digits", [str(c) for c in bunch.target_names], {"train": array_split(images, bunch.target, "digits")})
+
+
+# -- synthetic -------------------------------------------------------------------------------
+SYNTHETIC_CLASSES = ["red-square", "green-disc", "blue-bar", "white-cross"]
+
+
+def synthetic(arg: str | None):
+    """Tiny, deterministic, learnable: each class is a coloured shape on noise (32x32 RGB)."""
+    from zoo.data import Dataset, array_split
+
+    try:
+        per_class = int(arg) if arg else 24
+    except ValueError:
+        raise UsageError(f"synthetic:N takes a number of images per class, got '{arg}'") from None
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    shapes = [
+        (abs(yy - 16) < 8) & (abs(xx - 16) < 8),
+        (yy - 16) ** 2 + (xx - 16) ** 2 < 64,
+        abs(xx - 16) < 3,
+        (abs(xx - 16) < 3) | (abs(yy - 16) < 3),
+    ]
+    colours = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 230, 230)]
+    images, labels = [], []
+    for label, (mask, colour) in enumerate(zip(shapes, colours)):
+        for _ in range(per_class * 5 // 4):  # a quarter more, held out as the test split
+            img = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
+            shift = rng.integers(-4, 5, size=2)
+            img[np.roll(mask, tuple(shift), axis=(0, 1))] = colour
+            images.append(img)
+            labels.append(label)
+    images, labels = np.stack(images), np.array(labels)
+    test = np.zeros(len(labels), dtype=bool)
+    for label in range(len(SYNTHETIC_CLASSES)):
+        test[np.flatnonzero(labels == label)[per_class:]] = True
+    return Dataset(
+        f"synthetic:{per_class}",
+        list(SYNTHETIC_CLASSES),
+        {"train": array_split(images[~test], labels[~test], "synthetic/train"), "test": array_split(images[test], labels[test], "synthetic/test")},
+    )

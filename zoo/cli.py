@@ -1,0 +1,445 @@
+"""The ``zoo`` command: a thin click layer over the library. Parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from zoo import __version__
+from zoo.errors import UsageError, ZooError
+
+KIND_ALIASES = {"backbones": "backbones", "heads": "heads", "freeze": "freeze", "datasets": "datasets"}
+
+
+class ZooGroup(click.Group):
+    """Adds plugin commands lazily and turns ZooError into one line and an exit code."""
+
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self):
+        if not ZooGroup._plugins_loaded:
+            ZooGroup._plugins_loaded = True
+            from zoo.plugins import get_plugins
+
+            get_plugins().call("zoo_register_commands", cli=self)
+
+    def list_commands(self, ctx):
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, name)
+        return command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            if os.environ.get("ZOO_DEBUG"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(soft_wrap=False)
+
+
+def _json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="zoo")
+def cli():
+    """zoo: pick a pretrained backbone, fine-tune it on your images, publish it.
+
+    \b
+    Examples:
+      zoo list
+      zoo info resnet18
+      zoo finetune resnet18 --data ./photos --freeze head-only --epochs 5
+      zoo predict runs/photos-r18 img.jpg
+
+    Set ZOO_DEBUG=1 to see tracebacks.
+    """
+
+
+# -- list / info -----------------------------------------------------------------------------
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(list(KIND_ALIASES)))
+@click.argument("pattern", required=False)
+@click.option("--all", "all_", is_flag=True, help="Also list every pretrained timm model (imports timm once, then cached).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind, pattern, all_, as_json):
+    """List backbones, heads, freeze policies and datasets (PATTERN is a wildcard).
+
+    \b
+    Examples:
+      zoo list
+      zoo list backbones 'convnext*'
+      zoo list heads
+      zoo list backbones 'resnet50*' --all --json
+    """
+    import zoo
+    from zoo.plugins import get_plugins
+
+    kinds = [kind] if kind else list(KIND_ALIASES)
+    out = {}
+    for k in kinds:
+        if k == "backbones":
+            out[k] = zoo.list_backbones(pattern, all=all_)
+        else:
+            from zoo.registry import _match
+
+            out[k] = [{"name": e.name, "description": e.description, "provider": e.plugin}
+                      for e in get_plugins().collect(k).values() if not pattern or _match(pattern, e.name)]
+    if as_json:
+        _json(out if not kind else out[kind])
+        return
+    from rich.table import Table
+
+    console = _console()
+    titles = {"backbones": "Backbones", "heads": "Heads", "freeze": "Freeze policies", "datasets": "Datasets"}
+    for k, rows in out.items():
+        if k == "backbones":
+            table = Table(title=titles[k], title_justify="left")
+            for col in ("name", "source", "params (M)", "input", "license", "pretrained on", "provider"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(r["name"], r["source"], _s(r.get("params_m")), _s(r.get("input_size")), _s(r.get("license")),
+                              _s(r.get("pretrain")), r.get("provider", ""))
+        else:
+            table = Table(title=titles[k], title_justify="left")
+            for col in ("name", "description", "provider"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(r["name"], r["description"], r["provider"])
+        console.print(table)
+    if not any(out.values()):
+        click.echo(f"nothing matches '{pattern}'" if pattern else "nothing registered", err=True)
+
+
+def _s(value) -> str:
+    return "" if value is None else str(value)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(name, as_json):
+    """Show one backbone: source, parameters, input size, normalization, license.
+
+    Reads timm's pretrained configs and the registry; downloads no weights.
+
+    \b
+    Examples:
+      zoo info resnet18
+      zoo info convnext_tiny.fb_in1k
+      zoo info hf-hub:timm/resnet50.a1_in1k --json
+    """
+    import zoo
+
+    data = zoo.info(name)
+    if as_json:
+        _json(data)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title=data["name"], title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in data.items():
+        if value not in (None, "", []):
+            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    _console().print(table)
+
+
+# -- plugins -------------------------------------------------------------------------------
+@cli.group()
+def plugins():
+    """List, install and uninstall plugins (pip in this interpreter)."""
+
+
+@plugins.command("list")
+@click.option("--all", "all_", is_flag=True, help="Include zoo's built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(all_, as_json):
+    """Installed plugins: name, version, hooks, what each registered, load errors.
+
+    \b
+    Examples:
+      zoo plugins list
+      zoo plugins list --all --json
+    """
+    from zoo.plugins import KINDS, get_plugins
+
+    p = get_plugins()
+    for kind in KINDS:
+        p.collect(kind)
+    rows = [{"name": i.name, "version": i.version, "distribution": i.distribution, "builtin": i.builtin, "hooks": i.hooks,
+             "registered": i.__dict__.get("registered", []), "errors": i.errors}
+            for i in p.info.values() if all_ or not i.builtin]
+    if as_json:
+        _json(rows)
+        return
+    if not rows:
+        click.echo("no plugins installed (zoo plugins install NAME; --all shows the built-ins)")
+        return
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "version", "hooks", "registered", "errors"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["version"] or ("built-in" if r["builtin"] else ""), ", ".join(r["hooks"]),
+                      ", ".join(r["registered"]), "; ".join(r["errors"]))
+    _console().print(table)
+
+
+def _pip(args: list[str]) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if ln.startswith("ERROR:")), lines[-1] if lines else "pip failed")
+        raise ZooError(f"pip {args[0]} failed: {reason.removeprefix('ERROR: ')}")
+    click.echo(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "done")
+
+
+@plugins.command("install")
+@click.argument("specs", nargs=-1)
+@click.option("--upgrade", "-U", is_flag=True, help="Upgrade to the newest version.")
+@click.option("-e", "--editable", "editable", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Install a local plugin folder in editable mode.")
+def plugins_install(specs, upgrade, editable):
+    """Install plugins with pip into zoo's own environment.
+
+    \b
+    Examples:
+      zoo plugins install zoo-heads
+      zoo plugins install ./plugins/zoo-heads
+      zoo plugins install -e ./my-plugin
+    """
+    if not specs and not editable:
+        raise UsageError("name at least one plugin: zoo plugins install NAME|PATH")
+    args = ["install", "--disable-pip-version-check", *specs, *(a for e in editable for a in ("-e", e))]
+    _pip(args + (["--upgrade"] if upgrade else []))
+
+
+@plugins.command("uninstall")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def plugins_uninstall(names, yes):
+    """Uninstall plugins with pip.
+
+    \b
+    Example:
+      zoo plugins uninstall zoo-heads -y
+    """
+    from importlib import metadata
+
+    for name in names:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise UsageError(f"'{name}' is not installed: see 'zoo plugins list'") from None
+    if not yes:
+        click.confirm(f"Uninstall {', '.join(names)}?", abort=True)
+    _pip(["uninstall", "-y", *names])
+
+
+# -- finetune / predict / evaluate ----------------------------------------------------------------
+def _options(pairs, flag) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} takes KEY=VALUE, got '{pair}'")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
+
+
+@cli.command()
+@click.argument("backbone", required=False)
+@click.option("--data", help="Data spec: a folder, a .csv, imagefolder:PATH, csv:FILE, fashion-mnist[:DIR], digits, synthetic.")
+@click.option("--head", help="Head name (zoo list heads). Default: linear.")
+@click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable.")
+@click.option("--freeze", help="Freeze policy (zoo list freeze). Default: none.")
+@click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Peak learning rate (SGD).")
+@click.option("--momentum", type=float)
+@click.option("--nesterov/--no-nesterov", default=None)
+@click.option("--weight-decay", type=float)
+@click.option("--warmup-epochs", type=float)
+@click.option("--label-smoothing", type=float)
+@click.option("--accum-steps", type=int, help="Gradient accumulation steps.")
+@click.option("--clip-grad", type=float, help="Clip the gradient norm to this value.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), help="auto: bf16 autocast on CUDA, off on CPU.")
+@click.option("--channels-last/--no-channels-last", default=None, help="Default: on for convolutional nets.")
+@click.option("--ema-decay", type=float, help="Keep an EMA of the weights with this decay (e.g. 0.999).")
+@click.option("--img-size", type=int, help="Input size (default: the backbone's pretrained size).")
+@click.option("--aug", type=click.Choice(["none", "light", "default"]), help="Training augmentation. Default: light.")
+@click.option("--val-split", type=float, help="Share held out for validation when the data has no val/test split. Default 0.1.")
+@click.option("--shots", type=int, help="Use only N training images per class.")
+@click.option("--seed", type=int)
+@click.option("--metric", type=click.Choice(["top1", "loss"]), help="Metric that picks the best checkpoint.")
+@click.option("--patience", type=int, help="Stop after N epochs without improvement.")
+@click.option("--strict/--no-strict", default=None, help="Fail on unreadable images instead of skipping them.")
+@click.option("--no-pretrained", "pretrained", flag_value=False, default=None, help="Start from random weights.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/NAME-TIME).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file with the same options (e.g. a run's run_config.yaml); flags override it.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue a run from checkpoints/last.pt.")
+@click.option("--dry-run", is_flag=True, help="Print the parameter groups and freeze schedule; do not train.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, head_opt, freeze_opt, **flags):
+    """Fine-tune BACKBONE on your images with SGD; writes a Hub-ready run directory.
+
+    \b
+    Examples:
+      zoo finetune resnet18 --data ./photos --freeze head-only --epochs 5
+      zoo finetune convnext-tiny --data photos.csv --freeze last-n --freeze-opt n=2
+      zoo finetune test_resnet --data digits --no-pretrained --img-size 32 --epochs 3
+      zoo finetune --config runs/photos-r18/run_config.yaml
+      zoo finetune --resume runs/photos-r18
+    """
+    import yaml
+
+    import zoo
+    from zoo.progress import ConsoleReporter
+    from zoo.trainer import FinetuneConfig, plan
+
+    values: dict = {}
+    if config_file:
+        try:
+            values = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--config {config_file}: not valid YAML ({exc})") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"--config {config_file}: expected a mapping of options")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if backbone:
+        values["backbone"] = backbone
+    if head_opt:
+        values["head_opts"] = _options(head_opt, "--head-opt")
+    if freeze_opt:
+        values["freeze_opts"] = _options(freeze_opt, "--freeze-opt")
+    reporter = ConsoleReporter(quiet=quiet, json_mode=as_json)
+    if resume:
+        result = zoo.finetune("", data="", resume=resume, reporter=reporter, **values)
+    else:
+        config = FinetuneConfig.from_dict(values)
+        if dry_run:
+            _print_plan(plan(config), as_json)
+            return
+        result = zoo.finetune(config.backbone, data=config.data, out=out, reporter=reporter,
+                              **{k: v for k, v in vars(config).items() if k not in ("backbone", "data")})
+    summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items() if k not in ("confusion",)}}
+    if as_json:
+        _json(summary)
+    elif not quiet:
+        from rich.table import Table
+
+        table = Table(title=f"done: {result.run_dir}", title_justify="left", show_header=False)
+        for key in ("top1", "top5", "loss", "epoch", "eval_split", "train_loss", "train_top1"):
+            if key in summary:
+                v = summary[key]
+                table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+        _console().print(table)
+        click.echo(f"predict with: zoo predict {result.run_dir} IMAGE")
+
+
+def _print_plan(p: dict, as_json: bool) -> None:
+    if as_json:
+        _json(p)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs", title_justify="left")
+    for col in ("group", "params", "from epoch", "trainable", "lr scale", "norm layers"):
+        table.add_column(col)
+    for g in p["groups"]:
+        for i, s in enumerate(g["schedule"]):
+            table.add_row(g["group"] if i == 0 else "", f"{g['params']:,}" if i == 0 else "", str(s["from_epoch"]),
+                          "yes" if s["trainable"] else "no", f"{s['lr_scale']:.3g}", f"{g['norm_layers']} {s['norm']}" if g["norm_layers"] else "-")
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=5, show_default=True, help="How many classes to show per image.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict(model, images, top_k, as_json):
+    """Classify images with a saved model (run directory, local-dir:PATH or hf-hub:ORG/NAME).
+
+    \b
+    Examples:
+      zoo predict runs/photos-r18 cat.jpg dog.png
+      zoo predict hf-hub:me/photos-r18 img.jpg --top-k 1 --json
+    """
+    import zoo
+
+    results = zoo.predict(model, list(images), top_k=top_k)
+    if as_json:
+        _json(results)
+        return
+    for r in results:
+        preds = "  ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"])
+        click.echo(f"{r['image']}: {preds}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--data", required=True, help="Data spec, as for finetune; its val/test split is used when present.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate(model, data, as_json):
+    """Accuracy, per-class accuracy and confusion matrix of a saved model on a dataset.
+
+    \b
+    Example:
+      zoo evaluate runs/photos-r18 --data ./photos-test
+    """
+    import zoo
+
+    result = zoo.evaluate(model, data=data)
+    if as_json:
+        _json(result)
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"{result['images']} images ({result['split']} split): top-1 {result['top1']:.4f}", highlight=False)
+    table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("class")
+    table.add_column("acc")
+    for c in result["classes"]:
+        table.add_column(c[:8], justify="right")
+    for c, row in zip(result["classes"], result["confusion"]):
+        table.add_row(c, f"{result['per_class'][c]:.3f}", *map(str, row))
+    console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="zoo")
+
+
+if __name__ == "__main__":
+    main()

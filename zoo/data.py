@@ -1,0 +1,310 @@
+"""Datasets, splits and the decoded-image cache the trainer reads from.
+
+A dataset plugin returns a :class:`Dataset`: ordered class names and one or more
+:class:`Split` objects (``train`` and optionally ``val``/``validation``/``test``).
+Images are decoded once, resized and center-cropped to the backbone's input size, and
+kept as one uint8 tensor; normalization and augmentation run on whole batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from zoo.errors import UsageError, ZooError
+
+EVAL_SPLITS = ("val", "validation", "test")
+
+
+@dataclass
+class Split:
+    """The images of one split: ``load(i)`` returns a PIL image, ``labels[i]`` its class index."""
+
+    labels: np.ndarray
+    load: Callable[[int], "object"]
+    describe: Callable[[int], str] = str  # names item i in messages (a path, or an index)
+    fingerprint: str = ""  # changes whenever the images or labels change
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int]) -> "Split":
+        idx = np.asarray(indices, dtype=np.int64)
+        digest = hashlib.sha256(self.fingerprint.encode() + idx.tobytes()).hexdigest()[:16]
+        return Split(self.labels[idx], lambda i: self.load(int(idx[i])), lambda i: self.describe(int(idx[i])), digest)
+
+
+@dataclass
+class Dataset:
+    """What a dataset plugin returns."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256("\0".join(self.classes).encode())
+        for name in sorted(self.splits):
+            h.update(f"{name}:{self.splits[name].fingerprint}".encode())
+        return h.hexdigest()[:16]
+
+
+def array_split(images: np.ndarray, labels: np.ndarray, tag: str) -> Split:
+    """A split over in-memory uint8 images (N,H,W) or (N,H,W,C)."""
+    from PIL import Image
+
+    labels = np.asarray(labels, dtype=np.int64)
+    digest = hashlib.sha256(tag.encode() + images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    return Split(labels, lambda i: Image.fromarray(images[i]), lambda i: f"{tag}[{i}]", digest)
+
+
+def file_split(paths: Sequence[Path], labels: Sequence[int]) -> Split:
+    """A split over image files; the fingerprint covers names, sizes and modification times."""
+    from PIL import Image
+
+    paths = list(paths)
+    h = hashlib.sha256()
+    for p, y in zip(paths, labels):
+        st = p.stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
+    return Split(np.asarray(labels, dtype=np.int64), lambda i: Image.open(paths[i]), lambda i: str(paths[i]), h.hexdigest()[:16])
+
+
+# -- opening a data spec ---------------------------------------------------------------
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``name[:arg]``; a bare folder means ``imagefolder:``, a bare ``.csv`` means ``csv:``."""
+    from zoo.plugins import get_plugins
+
+    name, sep, arg = spec.partition(":")
+    if sep and name in get_plugins().collect("datasets"):
+        return name, arg or None
+    if spec in get_plugins().collect("datasets"):
+        return spec, None
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".csv"):
+        return "csv", spec
+    if path.is_dir():
+        return "imagefolder", spec
+    if path.exists() or os.sep in spec or spec.startswith("."):
+        raise UsageError(f"data '{spec}' is neither an image folder nor a .csv file")
+    from zoo.plugins import lookup
+
+    lookup("datasets", name)  # raises with suggestions
+    raise AssertionError("unreachable")
+
+
+def open_dataset(spec: str) -> Dataset:
+    """Open a data spec through the dataset plugin that registered its name."""
+    from zoo.plugins import lookup
+
+    name, arg = parse_spec(spec)
+    entry = lookup("datasets", name)
+    dataset = entry.obj(arg)
+    if not isinstance(dataset, Dataset) or "train" not in dataset.splits:
+        raise ZooError(f"dataset plugin '{entry.plugin}' returned no 'train' split for '{spec}'")
+    if len(dataset.classes) < 2:
+        raise UsageError(f"'{spec}' has {len(dataset.classes)} class(es): classification needs at least 2")
+    if len(set(dataset.classes)) != len(dataset.classes):
+        raise UsageError(f"'{spec}' has duplicate class names: {_dupes(dataset.classes)}")
+    dataset.meta.setdefault("plugin", entry.plugin)
+    dataset.meta.setdefault("dataset_name", name)
+    return dataset
+
+
+def _dupes(names) -> str:
+    from collections import Counter
+
+    return ", ".join(sorted(n for n, k in Counter(names).items() if k > 1))
+
+
+def train_val(dataset: Dataset, *, val_split: float, seed: int, shots: int | None = None) -> tuple[Split, Split | None, str]:
+    """The training split and the evaluation split (the dataset's own, or a stratified cut)."""
+    train = dataset.splits["train"]
+    eval_name = next((s for s in EVAL_SPLITS if s in dataset.splits), None)
+    val = dataset.splits[eval_name] if eval_name else None
+    if val is None and val_split > 0:
+        train_idx, val_idx = stratified_split(train.labels, val_split, seed)
+        train, val, eval_name = train.subset(train_idx), train.subset(val_idx), f"train[{val_split:g} held out]"
+    if shots:
+        train = train.subset(per_class(train.labels, shots, seed))
+    return train, val, eval_name or "none"
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split keeping each class's share; every class keeps at least one training image."""
+    if not 0 < fraction < 1:
+        raise UsageError(f"--val-split must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = min(int(round(len(idx) * fraction)), len(idx) - 1)
+        val.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
+
+
+def per_class(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """A seeded pick of ``shots`` images per class (fewer where a class has fewer)."""
+    rng = np.random.default_rng(seed + 1)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:shots] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+# -- decoding ---------------------------------------------------------------------------
+def to_rgb(img):
+    """Grayscale, palette, alpha, CMYK and 16-bit images as 8-bit RGB."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """timm's eval transform: resize the short side to size/crop_pct, center-crop to size."""
+
+    size: int
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+
+    def __call__(self, img) -> np.ndarray:
+        from PIL import Image
+
+        img = to_rgb(img)
+        scale = max(self.size, int(np.floor(self.size / self.crop_pct)))
+        w, h = img.size
+        if w <= h:
+            nw, nh = scale, max(scale, round(h * scale / w))
+        else:
+            nw, nh = max(scale, round(w * scale / h)), scale
+        resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
+            self.interpolation, Image.BICUBIC
+        )
+        img = img.resize((nw, nh), resample)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        img = img.crop((left, top, left + self.size, top + self.size))
+        return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+@dataclass
+class Decoded:
+    images: "object"  # uint8 tensor (N, 3, H, W)
+    labels: "object"  # int64 tensor (N,)
+    skipped: list[str]
+
+
+def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Callable[[int], None] | None = None) -> Decoded:
+    """Decode every image once; unreadable files are skipped (or fail with ``strict``)."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def one(i: int):
+        try:
+            with _opened(split, i) as img:
+                return pre(img)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return exc
+
+    out = np.empty((len(split), 3, pre.size, pre.size), dtype=np.uint8)
+    keep = np.ones(len(split), dtype=bool)
+    skipped: list[str] = []
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        for i, result in enumerate(pool.map(one, range(len(split)), chunksize=64)):
+            if isinstance(result, BaseException):
+                if strict:
+                    raise ZooError(f"cannot read image {split.describe(i)}: {_reason(result)} (drop --strict to skip such files)")
+                skipped.append(split.describe(i))
+                keep[i] = False
+            else:
+                out[i] = result
+            if progress and i % 256 == 255:
+                progress(256)
+    if progress:
+        progress(len(split) % 256)
+    if not keep.any():
+        raise ZooError(f"none of the {len(split)} images could be read (first: {skipped[0]})")
+    images = torch.from_numpy(out[keep] if not keep.all() else out)
+    labels = torch.from_numpy(split.labels[keep])
+    return Decoded(images, labels, skipped)
+
+
+class _opened:
+    """Context manager that closes file-backed images after use."""
+
+    def __init__(self, split: Split, i: int):
+        self.img = split.load(i)
+
+    def __enter__(self):
+        return self.img
+
+    def __exit__(self, *exc):
+        close = getattr(self.img, "close", None)
+        if close:
+            close()
+
+
+def _reason(exc: BaseException) -> str:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"image too large (Pillow's decompression-bomb limit): {exc}"
+    return str(exc) or type(exc).__name__
+
+
+# -- batch augmentation (on tensors, whole batches) ------------------------------------
+AUGMENTATIONS = ("none", "light", "default")
+
+
+def augment(x, kind: str, generator):
+    """Augment a uint8/float batch (N,C,H,W). ``light``: random shifts; ``default``: + flips and scale."""
+    import torch
+
+    if kind == "none":
+        return x
+    n, _, h, w = x.shape
+    if kind == "default":
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = _random_resized_crop(x, generator)
+    pad = max(1, h // 8)
+    padded = torch.nn.functional.pad(x.float(), (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    # Gather shifted windows with one advanced-indexing op rather than a Python loop.
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def _random_resized_crop(x, generator, scale=(0.5, 1.0)):
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    s = torch.empty(n).uniform_(*scale, generator=generator).sqrt()
+    cx = torch.rand(n, generator=generator) * (1 - s) * 2 - (1 - s)
+    cy = torch.rand(n, generator=generator) * (1 - s) * 2 - (1 - s)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, cx, cy
+    grid = F.affine_grid(theta, (n, x.shape[1], h, w), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,112 @@
+"""Parameter groups (from timm's ``group_matcher``) and applying a freeze policy to them.
+
+Groups run stem first, head last. A policy gives each group a :class:`GroupSetting` per
+epoch; frozen groups stop receiving gradients and their normalization layers stay in
+eval mode, so BatchNorm running statistics do not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GroupSetting:
+    trainable: bool
+    lr_scale: float = 1.0
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    params: list[str] = field(default_factory=list)  # parameter names in the model
+    norms: list[str] = field(default_factory=list)  # names of normalization modules with running stats
+    numel: int = 0
+
+
+def param_groups(model) -> list[ParamGroup]:
+    """The model's stage groups (timm's coarse group_matcher) followed by a 'head' group."""
+    from timm.models import group_parameters
+    from torch import nn
+
+    from zoo.backbones import WithHead, classifier_param_names
+
+    backbone, prefix = (model.backbone, "backbone.") if isinstance(model, WithHead) else (model, "")
+    head = {n for n, _ in model.named_parameters() if n.startswith("head.")} if prefix else classifier_param_names(model)
+    try:
+        grouped = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    except (AttributeError, NotImplementedError):  # architectures without a group matcher: one group
+        grouped = {0: [n for n, _ in backbone.named_parameters()]}
+    groups = []
+    for names in grouped.values():
+        names = [prefix + n for n in names if prefix + n not in head]
+        if names:
+            groups.append(ParamGroup(_label(names, len(groups)), names))
+    groups.append(ParamGroup("head", sorted(head, key=list(dict(model.named_parameters())).index)))
+    params = dict(model.named_parameters())
+    owner = {n: g for g in groups for n in g.params}
+    for g in groups:
+        g.numel = sum(params[n].numel() for n in g.params)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            group = _owner_of(name, owner, params)
+            if group is not None:
+                group.norms.append(name)
+    return groups
+
+
+def _owner_of(module_name: str, owner: dict, params: dict):
+    """The group of a module: that of its first parameter, or of its nearest parent's."""
+    parts = module_name.split(".")
+    while parts:
+        prefix = ".".join(parts) + "."
+        hit = next((n for n in params if n.startswith(prefix)), None)
+        if hit:
+            return owner.get(hit)
+        parts.pop()
+    return None
+
+
+def _label(names: list[str], index: int) -> str:
+    """A readable group name: the longest dotted prefix its parameters share."""
+    split = [n.split(".") for n in names]
+    common = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    label = ".".join(common[:-1] if common == split[0] else common)
+    if not label or len(names) > 1 and len({s[0] for s in split}) > 1:
+        label = "stem" if index == 0 else f"{split[0][0]}..{split[-1][0]}"
+    return label.removeprefix("backbone.")
+
+
+def apply(model, groups: list[ParamGroup], settings: list[GroupSetting]) -> list:
+    """Set requires_grad per group; returns the norm modules that must stay in eval mode."""
+    params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    frozen_norms = []
+    for group, setting in zip(groups, settings):
+        for n in group.params:
+            params[n].requires_grad_(setting.trainable)
+        if not setting.trainable:
+            frozen_norms += [modules[n] for n in group.norms]
+    return frozen_norms
+
+
+def train_mode(model, frozen_norms) -> None:
+    """model.train(), but frozen normalization layers keep their running statistics."""
+    model.train()
+    for module in frozen_norms:
+        module.eval()
+
+
+def schedule(policy, n_groups: int, epochs: int) -> list[tuple[int, list[GroupSetting]]]:
+    """The epochs at which the policy's settings change, with the settings from then on."""
+    changes, last = [], None
+    for epoch in range(max(1, epochs)):
+        settings = policy.settings(epoch, n_groups)
+        if settings != last:
+            changes.append((epoch, settings))
+            last = settings
+    return changes

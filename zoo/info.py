@@ -1,0 +1,60 @@
+"""``zoo info``: what a backbone is, from timm's pretrained configs and the registry, no weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+
+def backbone_info(name: str) -> dict:
+    import torch
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    from zoo.backbones import read_config
+    from zoo.registry import resolve
+
+    spec = resolve(name)
+    model_args: dict = {}
+    if spec.kind == "timm":
+        pcfg = get_pretrained_cfg(spec.target)
+        pcfg = pcfg.to_dict() if pcfg is not None else {}
+        arch = spec.target.partition(".")[0]
+    else:
+        if spec.kind == "hf-hub":
+            from zoo import hub
+
+            folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), "config.json").parent
+        else:
+            folder = Path(spec.target)
+        cfg = read_config(folder)
+        pcfg, arch, model_args = dict(cfg["pretrained_cfg"]), cfg["architecture"], {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}
+        pcfg.setdefault("num_classes", cfg.get("num_classes"))
+        pcfg.setdefault("label_names", cfg.get("label_names"))
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no download
+            model = timm.create_model(arch, pretrained=False, num_classes=pcfg.get("num_classes") or 1000, **model_args)
+    except Exception as exc:  # noqa: BLE001
+        raise ZooError(f"timm cannot build '{arch}' for {spec.source}: {exc}") from None
+    params = sum(p.numel() for p in model.parameters())
+    meta = spec.meta
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "architecture": arch,
+        "description": meta.get("description", ""),
+        "family": meta.get("family"),
+        "params_m": round(params / 1e6, 2),
+        "num_features": int(model.num_features),
+        "num_classes": pcfg.get("num_classes"),
+        "input_size": list(pcfg.get("input_size") or ()),
+        "mean": list(pcfg.get("mean") or ()),
+        "std": list(pcfg.get("std") or ()),
+        "interpolation": pcfg.get("interpolation"),
+        "crop_pct": pcfg.get("crop_pct"),
+        "license": meta.get("license") or pcfg.get("license"),
+        "pretrain": meta.get("pretrain"),
+        "tags": meta.get("tags", []),
+        "hf_hub_id": pcfg.get("hf_hub_id"),
+    }

@@ -1,0 +1,214 @@
+"""The plugin manager: built-ins first, then installed plugins (entry-point group ``zoo``).
+
+Every hook implementation is called on its own, so a plugin that fails at import or
+raises inside a hook is reported by name, in one line, and skipped; the rest keeps working.
+
+Environment:
+  ZOO_LOAD_PLUGINS  comma-separated plugin names to load; empty loads none; unset loads all.
+  ZOO_TRACE_HOOKS   when set, print every hook call and the plugin answering it to stderr.
+
+Name clashes: the first registration wins. Built-ins register first, then installed
+plugins in alphabetical order of their entry-point names; the loser is named in a warning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+import pluggy
+
+from zoo import hookspecs
+
+DEFAULT_PLUGINS = (
+    "zoo.builtins.backbones",
+    "zoo.builtins.heads",
+    "zoo.builtins.freeze",
+    "zoo.builtins.datasets",
+)
+ENTRY_POINT_GROUP = "zoo"
+KINDS = {
+    "backbones": "zoo_register_backbones",
+    "heads": "zoo_register_heads",
+    "freeze": "zoo_register_freeze_policies",
+    "datasets": "zoo_register_datasets",
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class Entry:
+    """One registered thing: a head, a freeze policy, a dataset or a backbone."""
+
+    name: str
+    obj: Any  # a factory (heads, freeze, datasets) or a source string (backbones)
+    plugin: str
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str | None = None
+    distribution: str | None = None
+    builtin: bool = False
+    hooks: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def warn(message: str) -> None:
+    """One line on stderr; never a traceback (unless ZOO_DEBUG is set)."""
+    print(f"zoo: warning: {message}", file=sys.stderr)
+    if os.environ.get("ZOO_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+
+
+class Plugins:
+    """Loads plugins once and collects what they register, kind by kind."""
+
+    def __init__(self, *, load_installed: bool | None = None):
+        self.pm = pluggy.PluginManager("zoo")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        self._collected: dict[str, dict[str, Entry]] = {}
+        self.trace = bool(os.environ.get("ZOO_TRACE_HOOKS"))
+        for module_name in DEFAULT_PLUGINS:
+            name = module_name.replace("zoo.builtins.", "zoo.")
+            self._register(name, importlib.import_module(module_name), PluginInfo(name, builtin=True))
+        if load_installed is not False:
+            self._load_entry_points()
+
+    # -- loading -----------------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        wanted = os.environ.get("ZOO_LOAD_PLUGINS")
+        allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+        seen = set()
+        for ep in eps:
+            if ep.name in seen:  # the same distribution visible twice on sys.path
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.name if dist else None
+            if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                continue
+            info = PluginInfo(ep.name, version=dist.version if dist else None, distribution=dist_name)
+            try:
+                module = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's fault
+                self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+                self.info[ep.name] = info
+                continue
+            self._register(ep.name, module, info)
+
+    def _register(self, name: str, module: Any, info: PluginInfo) -> None:
+        try:
+            self.pm.register(module, name=name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelt name or argument
+            self._fail(info, f"failed to register: {exc}")
+        else:
+            info.hooks = sorted({impl.name for hook in self.pm.get_hookcallers(module) or [] for impl in [hook]})
+        self.info[name] = info
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.errors.append(message)
+        warn(f"plugin '{info.name}' {message} (skipped)")
+
+    # -- calling -------------------------------------------------------------------
+    def call(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
+        """Call every implementation of a hook, built-ins first; a failure skips that plugin."""
+        results = []
+        for impl in self.pm.hook.__dict__[hook_name].get_hookimpls():
+            if self.trace:
+                print(f"zoo: hook {hook_name} -> {impl.plugin_name}", file=sys.stderr)
+            try:
+                results.append((impl.plugin_name, impl.function(**{a: kwargs[a] for a in impl.argnames})))
+            except Exception as exc:  # noqa: BLE001 - isolate plugins from each other
+                self._fail(self.info[impl.plugin_name], f"raised in {hook_name}: {type(exc).__name__}: {exc}")
+        return results
+
+    def collect(self, kind: str) -> dict[str, Entry]:
+        """Everything registered of one kind (backbones, heads, freeze, datasets), by name."""
+        if kind in self._collected:
+            return self._collected[kind]
+        entries: dict[str, Entry] = {}
+        current = {"plugin": ""}
+
+        def register(name, obj=None, *, description: str = "", **meta) -> None:
+            plugin = current["plugin"]
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ValueError(f"invalid {kind} name {name!r}")
+            if kind == "backbones":
+                if not isinstance(obj, str):
+                    raise ValueError(f"backbone {name!r} needs a source string, got {type(obj).__name__}")
+            elif not callable(obj):
+                raise ValueError(f"{kind} {name!r} needs a factory, got {type(obj).__name__}")
+            if name in entries:
+                warn(
+                    f"{kind} '{name}' is registered by both '{entries[name].plugin}' and '{plugin}'; "
+                    f"using '{entries[name].plugin}' (the first registration wins)"
+                )
+                return
+            entries[name] = Entry(name, obj, plugin, str(description or ""), meta)
+            self.info[plugin].__dict__.setdefault("registered", []).append(f"{kind}:{name}")
+
+        for impl in self.pm.hook.__dict__[KINDS[kind]].get_hookimpls():
+            current["plugin"] = impl.plugin_name
+            self.call_one(impl, KINDS[kind], register=register)
+        self._collected[kind] = entries
+        return entries
+
+    def call_one(self, impl, hook_name: str, **kwargs) -> Any:
+        if self.trace:
+            print(f"zoo: hook {hook_name} -> {impl.plugin_name}", file=sys.stderr)
+        try:
+            return impl.function(**{a: kwargs[a] for a in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - isolate plugins from each other
+            self._fail(self.info[impl.plugin_name], f"raised in {hook_name}: {type(exc).__name__}: {exc}")
+            return None
+
+
+_plugins: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set, loaded on first use."""
+    global _plugins
+    if _plugins is None:
+        _plugins = Plugins()
+    return _plugins
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests, and after `zoo plugins install`)."""
+    global _plugins
+    _plugins = None
+
+
+def lookup(kind: str, name: str) -> Entry:
+    """One registered entry, or a NotFoundError that suggests close names."""
+    from zoo.errors import NotFoundError, closest
+
+    entries = get_plugins().collect(kind)
+    if name not in entries:
+        label = {"freeze": "freeze policy", "heads": "head", "datasets": "dataset", "backbones": "backbone"}[kind]
+        raise NotFoundError(
+            f"unknown {label} '{name}'.{closest(name, entries)} Run 'zoo list {kind}' to see them all."
+        )
+    return entries[name]
+
+
+def fire(event: str, **kwargs) -> None:
+    """Fire a trainer event (zoo_on_*) on every plugin; failures are reported and skipped."""
+    get_plugins().call(event, **kwargs)
+
+
+Factory = Callable[..., Any]

@@ -1,0 +1,86 @@
+"""Inference with saved models: predict on image files, evaluate on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from zoo import backbones, data
+from zoo.errors import UsageError, ZooError
+
+
+class Transform:
+    """PIL image -> normalized float tensor (3, H, W), exactly as the trainer evaluates."""
+
+    def __init__(self, loaded: backbones.Loaded):
+        self.pre = loaded.preprocess
+        self.mean = torch.tensor(loaded.mean).view(3, 1, 1) * 255
+        self.std = torch.tensor(loaded.std).view(3, 1, 1) * 255
+
+    def __call__(self, img) -> torch.Tensor:
+        return self.normalize(torch.from_numpy(self.pre(img)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def _open(path: Path):
+    from PIL import Image
+
+    if not path.is_file():
+        raise UsageError(f"image {path} does not exist")
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ZooError(f"cannot read image {path}: {data._reason(exc)}") from None
+
+
+@torch.inference_mode()
+def logits_for(loaded: backbones.Loaded, images: list) -> torch.Tensor:
+    transform = Transform(loaded)
+    x = torch.stack([transform(img) for img in images])
+    return loaded.model(x).float()
+
+
+def predict(model, images, *, top_k: int = 5) -> list[dict]:
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    loaded = backbones.load(model)
+    paths = [Path(p) for p in images]
+    logits = logits_for(loaded, [_open(p) for p in paths])
+    probs = logits.softmax(1)
+    k = min(top_k, probs.shape[1])
+    out = []
+    for path, p in zip(paths, probs):
+        values, indices = p.topk(k)
+        out.append({"image": str(path), "predictions": [{"label": loaded.classes[i], "index": int(i), "score": round(float(v), 6)}
+                                                         for v, i in zip(values, indices)]})
+    return out
+
+
+@torch.inference_mode()
+def evaluate(model, *, data: str, batch_size: int = 256) -> dict:
+    from zoo.data import decode, open_dataset, EVAL_SPLITS
+
+    loaded = backbones.load(model)
+    dataset = open_dataset(data)
+    split_name = next((s for s in EVAL_SPLITS if s in dataset.splits), "train")
+    if dataset.classes != loaded.classes:
+        raise UsageError(f"the model's classes ({', '.join(loaded.classes[:5])} ...) differ from the data's ({', '.join(dataset.classes[:5])} ...)")
+    decoded = decode(dataset.splits[split_name], loaded.preprocess)
+    transform = Transform(loaded)
+    n = len(loaded.classes)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    for start in range(0, len(decoded.labels), batch_size):
+        x = transform.normalize(decoded.images[start:start + batch_size])
+        pred = loaded.model(x).argmax(1)
+        y = decoded.labels[start:start + batch_size]
+        confusion += torch.bincount(y * n + pred, minlength=n * n).view(n, n)
+    total = int(confusion.sum())
+    return {"data": data, "split": split_name, "images": total, "skipped": len(decoded.skipped),
+            "top1": float(confusion.diag().sum()) / total,
+            "per_class": {c: round(float(confusion[i, i]) / max(1, int(confusion[i].sum())), 4) for i, c in enumerate(loaded.classes)},
+            "confusion": confusion.tolist(), "classes": loaded.classes}

@@ -1,0 +1,71 @@
+"""How a fine-tune shows progress: a rich bar on a terminal, one line per epoch otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from zoo.trainer import Reporter
+
+
+class ConsoleReporter(Reporter):
+    def __init__(self, *, quiet: bool = False, json_mode: bool = False):
+        from rich.console import Console
+
+        super().__init__(quiet=quiet or json_mode)
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal and not self.quiet
+        self.progress = None
+
+    def decode(self, name, split, pre, strict):
+        if not self.quiet:
+            self.console.print(f"decoding {len(split)} {name} images at {pre.size}x{pre.size} ...", highlight=False)
+        return super().decode(name, split, pre, strict)
+
+    def start(self, trainer):
+        if self.quiet:
+            return
+        cfg = trainer.config
+        self.console.print(
+            f"fine-tuning {trainer.spec.source} on {trainer.dataset.name}: {len(trainer.train_data.labels)} train / "
+            f"{len(trainer.val_data.labels) if trainer.val_data is not None else 0} eval images, {len(trainer.classes)} classes, "
+            f"freeze {cfg.freeze}, head {cfg.head}, {trainer.device.type}, run {trainer.run_dir}", highlight=False)
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.0f} img/s"),
+                                     TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(f"epoch {trainer.epoch + 1}/{cfg.epochs}", total=trainer.batches_per_epoch,
+                                               completed=trainer.batch, loss=0.0, ips=0.0)
+        self.t0, self.seen = time.perf_counter(), 0
+
+    def batch(self, trainer, n, loss):
+        if self.progress is None:
+            return
+        self.seen += n
+        ips = self.seen / max(1e-9, time.perf_counter() - self.t0)
+        self.progress.update(self.task, completed=trainer.batch, loss=loss, ips=ips,
+                             description=f"epoch {trainer.epoch + 1}/{trainer.config.epochs}")
+
+    def epoch(self, trainer, record):
+        if self.quiet:
+            return
+        parts = [f"epoch {record['epoch']}/{trainer.config.epochs}"]
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+            if record.get(key) is not None:
+                parts.append(f"{key} {record[key]:.4f}")
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+        text = "  ".join(parts)
+        if self.progress is not None:
+            self.progress.console.print(text, highlight=False)
+            self.progress.reset(self.task, total=trainer.batches_per_epoch)
+            self.t0, self.seen = time.perf_counter(), 0
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def stop(self):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,277 @@
+"""Backbone names -> specs. Nothing is downloaded or built here.
+
+Sources merge in this order, later ones overriding earlier ones by name:
+  1. the packaged ``registry.yaml``
+  2. what plugins register through ``zoo_register_backbones``
+  3. the user file ``$XDG_CONFIG_HOME/zoo/registry.yaml`` (default ``~/.config/zoo/registry.yaml``)
+  4. each file in ``ZOO_REGISTRY`` (separated by ``os.pathsep``), in order
+
+``resolve(name)`` tries: an explicit prefix (``timm:``, ``hf-hub:``, ``local-dir:``) or a
+path > a registry name > any timm model name > an error naming the closest matches.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoo.errors import NotFoundError, UsageError, ZooError, closest
+
+SCHEMA_VERSION = 1
+PREFIXES = ("timm:", "hf-hub:", "local-dir:")
+METADATA_KEYS = ("description", "family", "params_m", "input_size", "license", "pretrain", "tags")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Where a backbone comes from, plus what the registry knows about it."""
+
+    name: str  # what the user asked for
+    kind: str  # "timm" | "hf-hub" | "local-dir"
+    target: str  # timm model name, Hub repo id, or absolute folder path
+    revision: str | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+    origin: str = ""  # the registry file or plugin that named it; "" for direct sources
+
+    @property
+    def source(self) -> str:
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"{self.kind}:{self.target}{rev}"
+
+    @property
+    def timm_name(self) -> str:
+        """The string ``timm.create_model`` takes for this spec."""
+        if self.kind == "timm":
+            return self.target
+        return self.source
+
+
+def parse_source(source: str, *, name: str | None = None, base: Path | None = None, meta=None, origin="") -> BackboneSpec:
+    """Turn ``timm:X`` / ``hf-hub:ORG/REPO[@REV]`` / ``local-dir:PATH`` into a spec."""
+    meta = dict(meta or {})
+    kind, sep, rest = source.partition(":")
+    if not sep or f"{kind}:" not in PREFIXES or not rest:
+        raise UsageError(
+            f"unknown source '{source}'{f' for {name!r}' if name else ''}: "
+            f"use one of {', '.join(p + '...' for p in PREFIXES)}"
+        )
+    revision = None
+    if kind == "hf-hub":
+        rest, _, revision = rest.partition("@")
+        revision = revision or None
+        if not re.match(r"^[\w.-]+/[\w.-]+$", rest):
+            raise UsageError(f"'{source}' is not a Hub repo id: use hf-hub:ORG/NAME[@REVISION]")
+    elif kind == "local-dir":
+        path = Path(rest).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        rest = str(path.resolve())
+    return BackboneSpec(name or source, kind, rest, revision, meta, origin)
+
+
+# -- registry files ------------------------------------------------------------------
+def packaged_registry() -> Path:
+    """registry.yaml inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    inside = here / "registry.yaml"
+    return inside if inside.exists() else here.parent / "registry.yaml"
+
+
+def user_registry_files() -> list[Path]:
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    files = [config_home / "zoo" / "registry.yaml"]
+    files += [Path(p).expanduser() for p in os.environ.get("ZOO_REGISTRY", "").split(os.pathsep) if p]
+    return files
+
+
+def load_registry_file(path: Path, *, required: bool = True) -> dict[str, BackboneSpec]:
+    """Parse and validate one registry file; errors name the file and line."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ZooError(f"registry file {path} does not exist: fix ZOO_REGISTRY or create the file") from None
+        return {}
+    except OSError as exc:
+        raise ZooError(f"cannot read registry file {path}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UsageError(f"registry file {where}: {exc.problem or exc.context}") from None
+    if data is None:
+        return {}
+    lines = _entry_lines(node)
+    if not isinstance(data, dict) or not isinstance(data.get("backbones", {}), dict):
+        raise UsageError(f"registry file {path}: expected a mapping with 'schema' and 'backbones' (see docs/registry.md)")
+    schema = data.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise UsageError(f"registry file {path}: schema {schema!r} is not supported (this zoo reads schema {SCHEMA_VERSION})")
+    specs = {}
+    for name, entry in (data.get("backbones") or {}).items():
+        where = f"{path}:{lines.get(str(name), '?')}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+            raise UsageError(f"registry file {where}: backbone '{name}' needs a 'source' (timm:..., hf-hub:... or local-dir:...)")
+        try:
+            meta = {k: entry[k] for k in METADATA_KEYS if k in entry}
+            specs[str(name)] = parse_source(entry["source"], name=str(name), base=path.parent, meta=meta, origin=str(path))
+        except UsageError as exc:
+            raise UsageError(f"registry file {where}: {exc}") from None
+    return specs
+
+
+def _entry_lines(node) -> dict[str, int]:
+    """Line numbers of each backbone entry, for error messages."""
+    try:
+        for key, value in node.value:
+            if key.value == "backbones":
+                return {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return {}
+
+
+class Registry:
+    """The merged view of registry files and plugin registrations."""
+
+    def __init__(self, specs: dict[str, BackboneSpec]):
+        self.specs = specs
+
+    @classmethod
+    def load(cls) -> "Registry":
+        from zoo.plugins import get_plugins
+
+        specs = dict(load_registry_file(packaged_registry()))
+        for name, entry in get_plugins().collect("backbones").items():
+            try:
+                specs[name] = parse_source(entry.obj, name=name, meta=entry.meta | {"description": entry.description}, origin=entry.plugin)
+            except UsageError as exc:
+                from zoo.plugins import warn
+
+                warn(f"plugin '{entry.plugin}' registered a bad backbone: {exc} (skipped)")
+        config_file, *env_files = user_registry_files()
+        specs.update(load_registry_file(config_file, required=False))
+        for path in env_files:
+            specs.update(load_registry_file(path))
+        return cls(specs)
+
+    def resolve(self, name: str) -> BackboneSpec:
+        """Explicit prefix or path > registry name > timm model name > error."""
+        name = name.strip()
+        if name.startswith(PREFIXES):
+            return parse_source(name)
+        if name in self.specs:
+            return self.specs[name]
+        if _looks_like_path(name):
+            path = Path(name).expanduser()
+            if not (path / "config.json").exists():
+                raise UsageError(f"{path} is not a model folder (no config.json): give a run directory or a timm model folder")
+            return parse_source(f"local-dir:{path}", name=name)
+        if _is_timm_model(name):
+            return BackboneSpec(name, "timm", name)
+        suggestions = closest(name, list(self.specs) + _timm_names())
+        raise NotFoundError(
+            f"unknown backbone '{name}'.{suggestions} Run 'zoo list' or 'zoo list --all', "
+            f"or use 'hf-hub:ORG/NAME' for a Hub model."
+        )
+
+    def rows(self, pattern: str | None = None) -> list[dict]:
+        """Listing rows for the registry entries matching a wildcard pattern."""
+        rows = []
+        for name, spec in self.specs.items():
+            if pattern and not _match(pattern, name, spec.source):
+                continue
+            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": _provider(spec.origin)})
+        return sorted(rows, key=lambda r: natural_key(r["name"]))
+
+
+def _provider(origin: str) -> str:
+    if not origin:
+        return ""
+    return "registry.yaml" if origin == str(packaged_registry()) else origin
+
+
+def _match(pattern: str, *names: str) -> bool:
+    pattern = pattern.lower() if any(c in pattern for c in "*?[") else f"*{pattern.lower()}*"
+    return any(fnmatch.fnmatchcase(n.lower(), pattern) for n in names)
+
+
+def natural_key(s: str):
+    """Sort 'resnet18' before 'resnet101' (as timm's registry does)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", s.lower())]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.sep in name and Path(name).exists()
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        return False
+    return not tag or get_pretrained_cfg(name) is not None
+
+
+def _timm_names() -> list[str]:
+    try:
+        return timm_pretrained_names()
+    except Exception:  # noqa: BLE001 - suggestions are a nicety
+        return []
+
+
+def timm_pretrained_names() -> list[str]:
+    """Every pretrained timm model name, cached per timm version (importing timm is slow)."""
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo") / f"timm-{version('timm')}-pretrained.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    import timm
+
+    names = timm.list_pretrained()
+    from zoo.runs import atomic_write_text
+
+    try:
+        atomic_write_text(cache, json.dumps(names))
+    except OSError:
+        pass  # a read-only home is no reason to fail a listing
+    return names
+
+
+def timm_rows(pattern: str | None = None) -> list[dict]:
+    """Listing rows for every pretrained timm model (``zoo list --all``)."""
+    names = [n for n in timm_pretrained_names() if not pattern or _match(pattern, n)]
+    return [{"name": n, "source": f"timm:{n}", "provider": "timm"} for n in sorted(names, key=natural_key)]
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry.load()
+    return _registry
+
+
+def reset() -> None:
+    global _registry
+    _registry = None
+
+
+def resolve(name: str) -> BackboneSpec:
+    """Resolve a backbone name to a spec (see the module docstring for the order)."""
+    return get_registry().resolve(name)

@@ -1,0 +1,163 @@
+"""The run directory: atomic file writes, the exclusive lock, the exported model folder.
+
+Layout (a timm model folder at the root):
+  model.safetensors, config.json (timm keys + a "zoo" section), README.md (model card),
+  run_config.yaml, metrics.jsonl, loss.png / accuracy.png / confusion.png,
+  checkpoints/last.pt (full training state), checkpoints/best.safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+RUN_CONFIG = "run_config.yaml"
+METRICS = "metrics.jsonl"
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.safetensors"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them visible
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def append_line(path: Path, record: dict) -> None:
+    """Append one JSON line, rewriting the file atomically (metrics files stay small)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write_text(path, old + json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class RunLock:
+    """An exclusive lock on a run directory: two runs never write into the same folder."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.file = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise ZooError(f"another zoo run is writing to {self.path.parent}: wait for it or choose another --out") from None
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def save_weights(path: Path, state: dict, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Training state, read with ``weights_only=True`` (nothing is unpickled)."""
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise ZooError(f"no checkpoint at {path}: nothing to resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise ZooError(f"checkpoint {path} is damaged or not a zoo checkpoint ({str(exc).splitlines()[0][:120]}); start a new run") from None
+
+
+def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> list[str]:
+    """loss.png, accuracy.png and confusion.png; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    epochs = [r["epoch"] for r in history]
+    for name, keys, label in (("loss.png", ("train_loss", "val_loss"), "loss"), ("accuracy.png", ("train_top1", "val_top1"), "top-1 accuracy")):
+        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+        for key in keys:
+            values = [r.get(key) for r in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=key.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(run_dir / name) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        written.append(name)
+    if confusion is not None:
+        n = len(classes)
+        fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), dpi=100)
+        ax.imshow(confusion, cmap="Blues")
+        ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if n <= 15:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, int(confusion[i][j]), ha="center", va="center", fontsize=7)
+        fig.tight_layout()
+        with atomic_path(run_dir / "confusion.png") as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        written.append("confusion.png")
+    return written
+
+
+def read_best(run_dir: Path) -> dict:
+    from zoo.backbones import read_weights
+
+    return read_weights(Path(run_dir) / BEST)

@@ -1,0 +1,509 @@
+"""The one training loop every backbone, head, freeze policy and dataset shares.
+
+SGD with momentum, weight decay off for norms and biases, cosine schedule with linear
+warm-up stepped per update, label smoothing, accumulation, clipping, bf16 autocast on
+CUDA, channels_last for conv nets, optional EMA, evaluation every epoch, best and last
+checkpoints, early stopping, exact resume. Plugins see it through the zoo_on_* events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo import backbones, data, freeze, runs
+from zoo.errors import UsageError, ZooError
+from zoo.plugins import fire, lookup
+from zoo.registry import resolve
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that decides a fine-tune. Saved as run_config.yaml; ``--config`` reads it back."""
+
+    backbone: str
+    data: str
+    head: str = "linear"
+    head_opts: dict = field(default_factory=dict)
+    freeze: str = "none"
+    freeze_opts: dict = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: bool | None = None  # None: on for convolutional nets
+    ema_decay: float | None = None
+    img_size: int | None = None
+    aug: str = "light"
+    val_split: float = 0.1
+    shots: int | None = None
+    seed: int = 0
+    pretrained: bool = True
+    device: str = "auto"
+    metric: str = "top1"  # top1 | loss: picks the best checkpoint
+    patience: int | None = None
+    strict: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FinetuneConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UsageError(f"unknown config key(s): {', '.join(unknown)} (valid: {', '.join(sorted(names))})")
+        for key in ("backbone", "data"):
+            if not values.get(key):
+                raise UsageError(f"missing '{key}': give it on the command line or in --config")
+        return cls(**values)
+
+    def validate(self) -> None:
+        def need(ok, message):
+            if not ok:
+                raise UsageError(message)
+
+        need(isinstance(self.epochs, int) and self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
+        need(isinstance(self.batch_size, int) and self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
+        need(isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}")
+        need(self.aug in data.AUGMENTATIONS, f"--aug must be one of {', '.join(data.AUGMENTATIONS)}, got '{self.aug}'")
+        need(self.amp in ("auto", "bf16", "off"), f"--amp must be auto, bf16 or off, got '{self.amp}'")
+        need(self.metric in ("top1", "loss"), f"--metric must be top1 or loss, got '{self.metric}'")
+        need(self.img_size is None or 8 <= self.img_size <= 4096, f"--img-size must be between 8 and 4096, got {self.img_size}")
+        need(self.shots is None or self.shots > 0, f"--shots must be positive, got {self.shots}")
+        need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
+        need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but CUDA is not available here: use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device '{name}': use auto, cpu, cuda or cuda:N")
+    return device
+
+
+class Interrupted(ZooError):
+    exit_code = 130
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    metrics: dict  # the best epoch's evaluation (or the last epoch's without a validation split)
+    history: list[dict]
+
+
+class Trainer:
+    """Set up with a config, then ``fit()``. Plugins may set ``trainer.should_stop = True``."""
+
+    def __init__(self, config: FinetuneConfig, *, out: Path | None = None, resume: Path | None = None, reporter=None):
+        config.validate()
+        self.config, self.should_stop, self.reporter = config, False, reporter or Reporter(quiet=True)
+        self.resume_state = None
+        if resume is not None:
+            self.run_dir = Path(resume)
+            self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
+        else:
+            self.run_dir = Path(out) if out else default_out(config)
+            if self.run_dir.exists() and any(p.name != ".lock" for p in self.run_dir.iterdir()):
+                raise UsageError(f"{self.run_dir} already holds a run: use --resume {self.run_dir} or another --out")
+
+    # -- setup --------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.config
+        _seed_everything(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.spec = resolve(cfg.backbone)
+        self.dataset = data.open_dataset(cfg.data)
+        self.classes = self.dataset.classes
+        train, val, self.eval_split = data.train_val(self.dataset, val_split=cfg.val_split, seed=cfg.seed, shots=cfg.shots)
+        if self.resume_state is not None:
+            self._check_resumable(self.resume_state)
+        policy_entry = lookup("freeze", cfg.freeze)
+        try:
+            self.policy = policy_entry.obj(**cfg.freeze_opts)
+        except TypeError as exc:
+            raise UsageError(f"freeze policy '{cfg.freeze}': {exc}") from None
+        self.model = backbones.create(self.spec, num_classes=len(self.classes), head=cfg.head, head_opts=cfg.head_opts,
+                                      pretrained=cfg.pretrained, seed=cfg.seed)
+        self.groups = freeze.param_groups(self.model)
+        self.schedule = freeze.schedule(self.policy, len(self.groups), cfg.epochs)
+        if not any(s.trainable for _, settings in self.schedule for s in settings):
+            raise UsageError(f"freeze policy '{cfg.freeze}' with these options leaves nothing to train")
+
+        # Data: decode once at the backbone's input size; normalize and augment per batch.
+        from timm.data import resolve_data_config
+
+        dcfg = resolve_data_config({}, model=backbones.timm_model(self.model))
+        size = cfg.img_size or int(dcfg["input_size"][-1])
+        self.data_cfg = {"input_size": (3, size, size), "interpolation": dcfg["interpolation"], "mean": tuple(dcfg["mean"]),
+                         "std": tuple(dcfg["std"]), "crop_pct": float(dcfg["crop_pct"]), "crop_mode": "center"}
+        self.pre = data.Preprocess(size, self.data_cfg["crop_pct"], self.data_cfg["interpolation"])
+        self.train_data = self.reporter.decode("train", train, self.pre, cfg.strict)
+        self.val_data = self.reporter.decode("val", val, self.pre, cfg.strict) if val is not None and len(val) else None
+        n = len(self.train_data.labels)
+        if cfg.batch_size > n:
+            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images: use at most {n}")
+        self.mean = torch.tensor(self.data_cfg["mean"], device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(self.data_cfg["std"], device=self.device).view(1, 3, 1, 1) * 255
+
+        # Model placement and precision.
+        conv = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) for m in self.model.modules())
+        self.memory_format = torch.channels_last if (cfg.channels_last if cfg.channels_last is not None else conv) else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or cfg.amp == "auto" and self.device.type == "cuda") else None
+
+        # Optimizer: one SGD group per (parameter group, decay or not); lr is set every update.
+        params = dict(self.model.named_parameters())
+        opt_groups = []
+        for i, group in enumerate(self.groups):
+            decay = [params[n] for n in group.params if params[n].ndim > 1]
+            no_decay = [params[n] for n in group.params if params[n].ndim <= 1]
+            opt_groups += [{"params": p, "weight_decay": wd, "group": i, "lr_scale": 1.0}
+                           for p, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)) if p]
+        self.optimizer = torch.optim.SGD(opt_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        self.batches_per_epoch = _batches(n, cfg.batch_size)
+        self.updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
+        self.total_updates = self.updates_per_epoch * cfg.epochs
+        self.warmup_updates = int(round(cfg.warmup_epochs * self.updates_per_epoch))
+        self.ema = None
+        if cfg.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay)
+
+        # Training state (replaced by the checkpoint on resume).
+        self.epoch, self.batch, self.update = 0, 0, 0
+        self.best, self.bad_epochs, self.history = None, 0, []
+        self.aug_rng = torch.Generator().manual_seed(cfg.seed)
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+
+    def _check_resumable(self, state: dict) -> None:
+        if state.get("classes") != self.classes:
+            raise UsageError("cannot resume: the dataset's classes differ from the checkpoint's; start a new run with another --out")
+        if state.get("dataset") != self.dataset.fingerprint:
+            raise UsageError("cannot resume: the data changed since the checkpoint (fingerprint differs); start a new run")
+
+    def lr_at(self, update: int) -> float:
+        """Linear warm-up, then cosine decay to zero, per optimizer update."""
+        if update < self.warmup_updates:
+            return self.config.lr * (update + 1) / self.warmup_updates
+        progress = (update - self.warmup_updates) / max(1, self.total_updates - self.warmup_updates)
+        return self.config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self) -> Result:
+        with runs.RunLock(self.run_dir), _StopOnSignal(self):
+            self.setup()
+            cfg = self.config
+            if self.resume_state is None:
+                self._write_run_config()
+            fire("zoo_on_train_start", trainer=self, config=cfg)
+            self.reporter.start(self)
+            while self.epoch < cfg.epochs and not self._early_stopped():
+                self._train_epoch()
+                if self.should_stop and self.batch < self.batches_per_epoch:
+                    break  # interrupted mid-epoch: checkpoint written, resume continues this epoch
+                metrics = self._end_epoch()
+                fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch - 1, metrics=metrics)
+                if self.should_stop and self.epoch < cfg.epochs:
+                    break
+            self.reporter.stop()
+            if self.epoch < cfg.epochs and not self._early_stopped():
+                raise Interrupted(f"interrupted; resume with: zoo finetune --resume {self.run_dir}")
+            result = self._finish()
+            fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
+            return result
+
+    def _train_epoch(self) -> None:
+        cfg, model = self.config, self.model
+        settings = self.policy.settings(self.epoch, len(self.groups))
+        frozen_norms = freeze.apply(model, self.groups, settings)
+        for g in self.optimizer.param_groups:
+            g["lr_scale"] = settings[g["group"]].lr_scale
+        freeze.train_mode(model, frozen_norms)
+        images, labels = self.train_data.images, self.train_data.labels
+        # The order of an epoch depends only on (seed, epoch): a resumed epoch replays it.
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
+        totals = {"loss": 0.0, "correct": 0, "seen": 0}
+        start = time.perf_counter()
+        while self.batch < self.batches_per_epoch:
+            idx = order[self.batch * cfg.batch_size:(self.batch + 1) * cfg.batch_size]
+            x = data.augment(images[idx], cfg.aug, self.aug_rng).to(self.device, non_blocking=True)
+            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+            y = labels[idx].to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            (loss / cfg.accum_steps).backward()
+            self.batch += 1
+            if self.batch % cfg.accum_steps == 0 or self.batch == self.batches_per_epoch:
+                self._step()
+            totals["loss"] += loss.item() * len(y)
+            totals["correct"] += int((logits.argmax(1) == y).sum())
+            totals["seen"] += len(y)
+            self.reporter.batch(self, len(y), loss.item())
+            if self.should_stop and self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch:
+                self._save_last()
+                return
+        elapsed = time.perf_counter() - start
+        self.train_stats = {"train_loss": totals["loss"] / max(1, totals["seen"]), "train_top1": totals["correct"] / max(1, totals["seen"]),
+                            "images_per_s": totals["seen"] / max(elapsed, 1e-9)}
+
+    def _step(self) -> None:
+        lr = self.lr_at(self.update)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.update)
+        self.update += 1
+
+    def _end_epoch(self) -> dict:
+        self.epoch, self.batch = self.epoch + 1, 0
+        evaluated = self.evaluate() if self.val_data is not None else {}
+        self.last_eval = evaluated
+        record = {"epoch": self.epoch, **self.train_stats, "lr": self.lr_at(max(0, self.update - 1)),
+                  **{f"val_{k}": v for k, v in evaluated.items() if k in ("loss", "top1", "top5")}}
+        self.history.append(record)
+        runs.append_line(self.run_dir / runs.METRICS, record)
+        score = None
+        if evaluated:
+            score = evaluated["top1"] if self.config.metric == "top1" else -evaluated["loss"]
+        if score is not None and (self.best is None or score > self.best["score"]):
+            self.best = {"score": score, "epoch": self.epoch, "metrics": _jsonable(evaluated)}
+            self.bad_epochs = 0
+            runs.save_weights(self.run_dir / runs.BEST, self._eval_model().state_dict())
+        else:
+            self.bad_epochs += 1
+        self._save_last()
+        self.reporter.epoch(self, record)
+        return record
+
+    def _early_stopped(self) -> bool:
+        return bool(self.config.patience) and self.bad_epochs >= self.config.patience
+
+    def _eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict:
+        """Loss, top-1, top-5 (with 5+ classes), per-class accuracy and the confusion matrix."""
+        model = self._eval_model()
+        model.eval()
+        n_classes = len(self.classes)
+        confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+        loss_sum, top5, images, labels = 0.0, 0, self.val_data.images, self.val_data.labels
+        for start in range(0, len(labels), 256):
+            x = images[start:start + 256].to(self.device)
+            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+            y = labels[start:start + 256].to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            pred = logits.argmax(1)
+            confusion += torch.bincount((y * n_classes + pred).cpu(), minlength=n_classes * n_classes).view(n_classes, n_classes)
+            if n_classes >= 5:
+                top5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
+        total = len(labels)
+        per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1)
+        result = {"loss": loss_sum / total, "top1": float(confusion.diag().sum()) / total,
+                  "per_class": {c: round(float(a), 4) for c, a in zip(self.classes, per_class)},
+                  "confusion": confusion.tolist(), "images": total}
+        if n_classes >= 5:
+            result["top5"] = top5 / total
+        return result
+
+    # -- checkpoints and the run directory -------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "format": 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch, "batch": self.batch, "update": self.update,
+            "best": self.best, "bad_epochs": self.bad_epochs, "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "aug": self.aug_rng.get_state(),
+                    "numpy": _numpy_state(), "python": list(random.getstate()[1]),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "classes": self.classes, "dataset": self.dataset.fingerprint,
+            "train_stats": getattr(self, "train_stats", {}), "last_eval": _jsonable(getattr(self, "last_eval", {})),
+        }
+
+    def _save_last(self) -> None:
+        runs.save_checkpoint(self.run_dir / runs.LAST, self._state())
+
+    def _restore(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None and state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ZooError(f"the checkpoint in {self.run_dir} does not fit this model ({str(exc).splitlines()[0][:120]})") from None
+        self.epoch, self.batch, self.update = state["epoch"], state["batch"], state["update"]
+        self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
+        self.train_stats, self.last_eval = state.get("train_stats", {}), state.get("last_eval", {})
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.aug_rng.set_state(rng["aug"])
+        np.random.set_state(("MT19937", np.asarray(rng["numpy"][0], dtype=np.uint32), *rng["numpy"][1:]))
+        random.setstate((3, tuple(rng["python"]), None))
+        if rng.get("cuda") and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _write_run_config(self) -> None:
+        import yaml
+
+        runs.atomic_write_text(self.run_dir / runs.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=False))
+
+    def _finish(self) -> Result:
+        from zoo import cards
+
+        if self.best is not None:
+            state = runs.read_best(self.run_dir)
+            metrics = dict(self.best["metrics"], epoch=self.best["epoch"])
+        else:
+            state = self._eval_model().state_dict()
+            metrics = dict(_jsonable(self.last_eval), epoch=self.epoch)
+        metrics.update({k: self.history[-1][k] for k in ("train_loss", "train_top1") if self.history and k in self.history[-1]})
+        metrics["eval_split"] = self.eval_split
+        runs.save_weights(self.run_dir / "model.safetensors", state)
+        cards.write_config(self)
+        plots = runs.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes)
+        cards.write_model_card(self, metrics, plots)
+        return Result(self.run_dir, metrics, self.history)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _batches(n: int, batch_size: int) -> int:
+    """Batches per epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 else 0)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _numpy_state():
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    return value
+
+
+def default_out(config: FinetuneConfig) -> Path:
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{config.backbone}-{Path(config.data).name or config.data}").strip("-")[:60]
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class _StopOnSignal:
+    """Ctrl-C / SIGTERM: finish the step, write a checkpoint, stop (a second Ctrl-C aborts)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.previous = trainer, {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.trainer.should_stop:
+            raise KeyboardInterrupt
+        self.trainer.should_stop = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class Reporter:
+    """Quiet progress: subclasses (the CLI's) draw bars and tables."""
+
+    def __init__(self, quiet: bool = True):
+        self.quiet = quiet
+
+    def decode(self, name, split, pre, strict):
+        decoded = data.decode(split, pre, strict=strict)
+        if decoded.skipped:
+            from zoo.plugins import warn
+
+            shown = ", ".join(decoded.skipped[:3])
+            warn(f"skipped {len(decoded.skipped)} unreadable {name} file(s): {shown}{' ...' if len(decoded.skipped) > 3 else ''} (use --strict to fail instead)")
+        return decoded
+
+    def start(self, trainer): ...
+
+    def batch(self, trainer, n, loss): ...
+
+    def epoch(self, trainer, record): ...
+
+    def stop(self): ...
+
+
+def plan(config: FinetuneConfig) -> dict:
+    """What ``--dry-run`` shows: parameter groups and the freeze schedule, without training."""
+    config.validate()
+    spec = resolve(config.backbone)
+    dataset = data.open_dataset(config.data)
+    try:
+        policy = lookup("freeze", config.freeze).obj(**config.freeze_opts)
+    except TypeError as exc:
+        raise UsageError(f"freeze policy '{config.freeze}': {exc}") from None
+    model = backbones.create(spec, num_classes=len(dataset.classes), head=config.head, head_opts=config.head_opts,
+                             pretrained=False, seed=config.seed)
+    groups = freeze.param_groups(model)
+    changes = freeze.schedule(policy, len(groups), config.epochs)
+    rows = []
+    for i, group in enumerate(groups):
+        rows.append({"group": group.name, "params": group.numel, "norm_layers": len(group.norms),
+                     "schedule": [{"from_epoch": epoch + 1, "trainable": s[i].trainable, "lr_scale": s[i].lr_scale,
+                                   "norm": "train" if s[i].trainable else "frozen"} for epoch, s in changes]})
+    trainable = any(s.trainable for _, settings in changes for s in settings)
+    return {"backbone": spec.source, "classes": dataset.classes, "freeze": config.freeze, "epochs": config.epochs,
+            "groups": rows, "trainable": trainable}
