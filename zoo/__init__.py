@@ -44,7 +44,7 @@ def list_backbones(pattern: str | None = None, *, all: bool = False) -> list[dic
 
 def info(name: str) -> dict:
     """Source, parameters, input size, normalization, feature dimension, license; no weights downloaded."""
-    from zoo.info import backbone_info
+    from zoo.describe import backbone_info
 
     return backbone_info(name)
 
@@ -83,7 +83,7 @@ def load(model: str | Path) -> tuple[Any, Any, list[str]]:
 
     ``transform`` turns a PIL image into a normalized float tensor (3, H, W).
     """
-    from zoo.predict import Transform
+    from zoo.inference import Transform
     from zoo.backbones import load as _load
 
     loaded = _load(model)
@@ -92,13 +92,13 @@ def load(model: str | Path) -> tuple[Any, Any, list[str]]:
 
 def predict(model: str | Path, images: list[str | Path], *, top_k: int = 5) -> list[dict]:
     """Top-k class predictions for image files."""
-    from zoo.predict import predict as _predict
+    from zoo.inference import predict as _predict
 
     return _predict(model, images, top_k=top_k)
 
 
 def evaluate(model: str | Path, *, data: str, batch_size: int = 256) -> dict:
     """Accuracy, per-class accuracy and confusion matrix of a saved model on a dataset."""
-    from zoo.predict import evaluate as _evaluate
+    from zoo.inference import evaluate as _evaluate
 
     return _evaluate(model, data=data, batch_size=batch_size)

@@ -109,13 +109,21 @@ class Plugins:
                 continue
             self._register(ep.name, module, info)
 
+    def add(self, plugin: Any, name: str) -> None:
+        """Register a plugin object in-process (tests, notebooks); forgets what was collected."""
+        self._register(name, plugin, PluginInfo(name))
+        self._collected.clear()
+        from zoo import registry
+
+        registry.reset()
+
     def _register(self, name: str, module: Any, info: PluginInfo) -> None:
         try:
             self.pm.register(module, name=name)
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelt name or argument
             self._fail(info, f"failed to register: {exc}")
         else:
-            info.hooks = sorted({impl.name for hook in self.pm.get_hookcallers(module) or [] for impl in [hook]})
+            info.hooks = sorted(hook.name for hook in self.pm.get_hookcallers(module) or [])
         self.info[name] = info
 
     def _fail(self, info: PluginInfo, message: str) -> None:

@@ -1,0 +1,67 @@
+"""Every test runs with no installed plugins, a private config/cache, and fresh plugin state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports huggingface_hub or zoo: tests never see the developer's setup.
+os.environ["ZOO_LOAD_PLUGINS"] = ""
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path_factory.getbasetemp() / "zoo-cache"))
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")
+    monkeypatch.delenv("ZOO_REGISTRY", raising=False)
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    monkeypatch.delenv("ZOO_TRACE_HOOKS", raising=False)
+    _reset()
+    yield
+    _reset()
+
+
+def _reset():
+    from zoo import plugins, registry
+    from zoo.cli import ZooGroup
+
+    plugins.reset()
+    registry.reset()
+    ZooGroup._plugins_loaded = False
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Invoke the CLI in-process; returns click's Result (stdout and stderr separate)."""
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    def invoke(*args, **kwargs):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20, 16), mode="RGB") -> Path:
+    """Real PNG files on disk: each class a distinct colour, with some noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 60, size=(size[1], size[0], 3), dtype=np.uint8)
+            arr[..., c % 3] += 180
+            Image.fromarray(arr).convert(mode).save(root / name / f"{i}.png")
+    return root
+
+
+FAST = dict(backbone="test_resnet", pretrained=False, img_size=32, batch_size=16, epochs=2, seed=0, aug="none")

@@ -1,0 +1,313 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import zoo
+from conftest import FAST, make_image_folder
+from zoo import backbones, freeze
+from zoo.errors import UsageError, ZooError
+from zoo.registry import resolve
+from zoo.trainer import Interrupted, Reporter
+
+
+def _initial(num_classes=4, **kw):
+    return backbones.create(resolve("test_resnet"), num_classes=num_classes, pretrained=False, seed=0, **kw).state_dict()
+
+
+def _groups_of(model_state, head="linear"):
+    model = backbones.create(resolve("test_resnet"), num_classes=4, pretrained=False, seed=0, head=head)
+    return freeze.param_groups(model)
+
+
+def test_head_only_keeps_backbone_and_batchnorm_bit_identical(tmp_path):
+    result = zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="head-only", **FAST)
+    before, after = _initial(), load_file(tmp_path / "r" / "model.safetensors")
+    assert set(before) == set(after)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # running_mean/var and num_batches_tracked untouched too
+    assert any("running_mean" in k for k in before)
+
+
+def test_last_n_changes_exactly_the_groups_it_names(tmp_path):
+    zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="last-n", freeze_opts={"n": 1}, **FAST)
+    before, after = _initial(), load_file(tmp_path / "r" / "model.safetensors")
+    groups = _groups_of(before)
+    trained = {g.name for g in groups[-2:]}
+    for g in groups:
+        moved = any(not torch.equal(before[p], after[p]) for p in g.params)
+        assert moved == (g.name in trained), g.name
+        buffers = [f"{n}.running_mean" for n in g.norms]
+        assert not buffers or all(torch.equal(before[b], after[b]) for b in buffers) == (g.name not in trained), g.name
+
+
+class StopAt(Reporter):
+    """Asks the trainer to stop after a given batch of a given epoch (as Ctrl-C would)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def batch(self, trainer, n, loss):
+        if (trainer.epoch, trainer.batch) == self.at:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize("stop", [(0, 3), (1, 0)], ids=["mid-epoch", "epoch-boundary"])
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop):
+    opts = dict(FAST, epochs=3, aug="default", head="mlp", head_opts={"dropout": 0.3}, warmup_epochs=1, ema_decay=0.9)
+    full = zoo.finetune(data="synthetic", out=tmp_path / "full", **opts)
+    reporter = StopAt(*stop) if stop[1] else None
+    if reporter is None:  # stop right after epoch 1 through a trainer event (as a plugin would)
+        class Plugin:
+            @zoo.hookimpl
+            def zoo_on_epoch_end(self, trainer, epoch, metrics):
+                if epoch == stop[0]:
+                    trainer.should_stop = True
+
+        from zoo.plugins import get_plugins
+
+        get_plugins().add(Plugin(), "stopper")
+    with pytest.raises(Interrupted, match=f"resume with: zoo finetune --resume {tmp_path / 'part'}"):
+        zoo.finetune(data="synthetic", out=tmp_path / "part", reporter=reporter, **opts)
+    assert not (tmp_path / "part" / "model.safetensors").exists()
+    from zoo import plugins
+
+    plugins.reset()
+    resumed = zoo.finetune("", data="", resume=tmp_path / "part")
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["top1"] == full.metrics["top1"]
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_run_directory_is_a_timm_model_folder(tmp_path):
+    import timm
+
+    result = zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
+    run = result.run_dir
+    for name in ("model.safetensors", "config.json", "README.md", "run_config.yaml", "metrics.jsonl", "loss.png",
+                 "accuracy.png", "confusion.png", "checkpoints/last.pt", "checkpoints/best.safetensors"):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 4
+    assert cfg["label_names"] == ["red-square", "green-disc", "blue-bar", "white-cross"]
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    z = cfg["zoo"]
+    assert z["head"]["name"] == "linear" and z["freeze"]["name"] == "none" and z["seed"] == 0
+    assert z["dataset"]["fingerprint"] and z["versions"]["torch"] and z["versions"]["timm"]
+    card = (run / "README.md").read_text()
+    assert "library_name: timm" in card and "pipeline_tag: image-classification" in card and "red-square" in card
+
+    # plain timm, zoo.load and zoo predict agree exactly
+    plain = timm.create_model(f"local-dir:{run}", pretrained=True).eval()
+    model, transform, classes = zoo.load(run)
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    img.save(tmp_path / "x.png")
+    x = transform(img)[None]
+    with torch.inference_mode():
+        assert torch.equal(plain(x), model(x))
+        probs = model(x).softmax(1)[0]
+    pred = zoo.predict(run, [tmp_path / "x.png"], top_k=2)[0]["predictions"]
+    assert pred[0]["label"] == classes[int(probs.argmax())]
+    assert pred[0]["score"] == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_mlp_head_run_loads_in_zoo(tmp_path, run):
+    zoo.finetune(data="synthetic", out=tmp_path / "r", head="mlp", head_opts={"hidden": 32}, **FAST)
+    model, _, classes = zoo.load(tmp_path / "r")
+    assert isinstance(model, backbones.WithHead) and model.head[0].out_features == 32
+    result = run("evaluate", tmp_path / "r", "--data", "synthetic", "--json")
+    assert json.loads(result.output)["images"] == 24
+
+
+def test_rerun_from_run_config_gives_the_same_weights(tmp_path, run):
+    zoo.finetune(data="synthetic", out=tmp_path / "a", **FAST)
+    result = run("finetune", "--config", tmp_path / "a" / "run_config.yaml", "--out", tmp_path / "b", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_trainer_events_fire_with_documented_arguments(tmp_path):
+    seen = []
+
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_on_train_start(self, trainer, config):
+            seen.append(("start", config.epochs))
+
+        @zoo.hookimpl
+        def zoo_on_epoch_end(self, trainer, epoch, metrics):
+            seen.append(("epoch", epoch, "val_top1" in metrics))
+
+        @zoo.hookimpl
+        def zoo_on_train_end(self, trainer, run_dir, metrics):
+            seen.append(("end", run_dir.name, "top1" in metrics))
+
+    from zoo.plugins import get_plugins
+
+    get_plugins().add(Plugin(), "events")
+    zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
+    assert seen == [("start", 2), ("epoch", 0, True), ("epoch", 1, True), ("end", "r", True)]
+
+
+def test_image_modes_are_converted(tmp_path):
+    from PIL import Image
+
+    from zoo.data import to_rgb
+
+    rgb = Image.new("RGB", (4, 4), (10, 200, 30))
+    cases = {"L": rgb.convert("L"), "P": rgb.convert("P"), "RGBA": rgb.convert("RGBA"), "CMYK": rgb.convert("CMYK"),
+             "LA": rgb.convert("LA"), "I;16": Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))}
+    for mode, img in cases.items():
+        out = to_rgb(img)
+        assert out.mode == "RGB" and out.size == (4, 4), mode
+    assert to_rgb(cases["I;16"]).getpixel((0, 0)) == (255, 255, 255)
+    transparent = Image.new("RGBA", (2, 2), (0, 0, 0, 0))
+    assert to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255)  # composited on white
+
+    # A folder mixing every mode trains end to end.
+    root = tmp_path / "mixed"
+    for c, colour in enumerate([(200, 20, 20), (20, 20, 200)]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i, (mode, ext) in enumerate([("L", "png"), ("P", "png"), ("RGBA", "png"), ("CMYK", "jpg"), ("RGB", "bmp"), ("RGB", "jpg")]):
+            Image.new("RGB", (12, 10), colour).convert(mode).save(root / f"class{c}" / f"{i}.{ext}")
+    result = zoo.finetune(data=str(root), out=tmp_path / "r", val_split=0.34, **dict(FAST, batch_size=4))
+    assert result.metrics["images"] == 4
+
+
+def test_corrupt_files_are_skipped_or_fail_with_strict(tmp_path, run):
+    root = make_image_folder(tmp_path / "data")
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    result = run("finetune", "test_resnet", "--data", root, "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 2 unreadable" in result.stderr and "broken.png" in result.stderr
+    result = run("finetune", "test_resnet", "--data", root, "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--out", tmp_path / "s", "--strict")
+    assert result.exit_code == 1 and "cannot read image" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s" / "model.safetensors").exists()
+
+
+def test_train_val_folders_and_csv(tmp_path):
+    root = tmp_path / "split"
+    make_image_folder(root / "train", per_class=5)
+    make_image_folder(root / "val", per_class=2)
+    from zoo.data import open_dataset, train_val
+
+    ds = open_dataset(str(root))
+    train, val, name = train_val(ds, val_split=0.1, seed=0)
+    assert (len(train), len(val), name) == (10, 4, "val")
+
+    flat = make_image_folder(tmp_path / "flat", per_class=10)
+    rows = ["image,label,split"] + [f"{p.relative_to(flat)},{p.parent.name},{'val' if p.stem in '01' else 'train'}"
+                                    for p in sorted(flat.rglob("*.png"))]
+    (flat / "labels.csv").write_text("\n".join(rows) + "\n")
+    ds = open_dataset(str(flat / "labels.csv"))
+    assert ds.classes == ["cat", "dog"] and len(ds.splits["val"]) == 4 and len(ds.splits["train"]) == 16
+
+    # stratified split without val folder: every class represented, seeded
+    ds = open_dataset(str(flat))
+    t1, v1, _ = train_val(ds, val_split=0.2, seed=3)
+    t2, v2, _ = train_val(ds, val_split=0.2, seed=3)
+    assert np.array_equal(v1.labels, v2.labels) and sorted(np.bincount(v1.labels)) == [2, 2]
+
+
+def test_csv_paths_may_not_escape_its_folder(tmp_path):
+    make_image_folder(tmp_path / "outside")
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "x.csv").write_text("image,label\n../outside/cat/0.png,cat\n../outside/dog/0.png,dog\n")
+    from zoo.data import open_dataset
+
+    with pytest.raises(UsageError, match=r"x.csv:2: image path '../outside/cat/0.png' leaves the CSV's folder"):
+        open_dataset(str(inner / "x.csv"))
+
+
+def test_symlink_loops_do_not_hang(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    (root / "cat" / "loop").symlink_to(root / "cat")
+    from zoo.data import open_dataset
+
+    assert len(open_dataset(str(root)).splits["train"]) == 12
+
+
+def test_damaged_weights_and_configs_are_refused(tmp_path, run):
+    zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
+    src = tmp_path / "r"
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img)
+
+    import shutil
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(src, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    result = run("predict", truncated, img)
+    assert result.exit_code == 1 and "damaged or not a safetensors file" in result.stderr
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(src, pickled)
+    (pickled / "model.safetensors").write_bytes(pickle.dumps({"fc.weight": [1.0]}))
+    result = run("predict", pickled, img)
+    assert result.exit_code == 1 and "not a safetensors file" in result.stderr
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(src, mismatched)
+    cfg = json.loads((mismatched / "config.json").read_text())
+    cfg["num_classes"] = 7
+    (mismatched / "config.json").write_text(json.dumps(cfg))
+    result = run("predict", mismatched, img)
+    assert result.exit_code == 1 and "do not match its config.json" in result.stderr
+
+    checkpoint = src / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ZooError, match="damaged or not a zoo checkpoint"):
+        zoo.finetune("", data="", resume=src)
+
+
+def test_resume_refuses_different_data(tmp_path):
+    opts = dict(FAST, epochs=2)
+    with pytest.raises(Interrupted):
+        zoo.finetune(data="synthetic", out=tmp_path / "r", reporter=StopAt(0, 2), **opts)
+    cfg = tmp_path / "r" / "run_config.yaml"
+    cfg.write_text(cfg.read_text().replace("data: synthetic", "data: synthetic:30"))
+    with pytest.raises(UsageError, match="data changed since the checkpoint"):
+        zoo.finetune("", data="", resume=tmp_path / "r")
+
+
+def test_output_folder_is_never_shared(tmp_path):
+    from zoo.runs import RunLock
+
+    zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
+    with pytest.raises(UsageError, match="already holds a run"):
+        zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
+    with RunLock(tmp_path / "busy"):
+        with pytest.raises(ZooError, match="another zoo run is writing"):
+            zoo.finetune(data="synthetic", out=tmp_path / "busy", **FAST)
+
+
+def test_nothing_trainable_is_refused(tmp_path):
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_register_freeze_policies(self, register):
+            from zoo.builtins.freeze import Policy
+
+            register("everything-frozen", lambda: Policy(lambda epoch, n: [(False, 0.0)] * n))
+
+    from zoo.plugins import get_plugins
+
+    get_plugins().add(Plugin(), "frozen")
+    with pytest.raises(UsageError, match="leaves nothing to train"):
+        zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="everything-frozen", **FAST)
