@@ -45,7 +45,7 @@ def zoo_on_train_start(trainer, config):
 
 @hookspec
 def zoo_on_epoch_end(trainer, epoch, metrics):
-    """Called after each epoch's evaluation with that epoch's metrics dict."""
+    """Called after each epoch's evaluation; ``epoch`` counts from 1, as in metrics.jsonl."""
 
 
 @hookspec

@@ -64,6 +64,7 @@ class PluginInfo:
 
 def warn(message: str) -> None:
     """One line on stderr; never a traceback (unless ZOO_DEBUG is set)."""
+    message = " ".join(str(message).split())  # one line, whatever the exception text held
     print(f"zoo: warning: {message}", file=sys.stderr)
     if os.environ.get("ZOO_DEBUG"):
         import traceback
@@ -91,13 +92,15 @@ class Plugins:
         wanted = os.environ.get("ZOO_LOAD_PLUGINS")
         allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-        seen = set()
+        seen: dict[str, str | None] = {}
         for ep in eps:
-            if ep.name in seen:  # the same distribution visible twice on sys.path
-                continue
-            seen.add(ep.name)
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist else None
+            if ep.name in seen:
+                if seen[ep.name] != dist_name:  # not merely the same distribution seen twice on sys.path
+                    warn(f"plugin name '{ep.name}' is used by both '{seen[ep.name]}' and '{dist_name}'; loading '{seen[ep.name]}'")
+                continue
+            seen[ep.name] = dist_name
             if allowed is not None and ep.name not in allowed and dist_name not in allowed:
                 continue
             info = PluginInfo(ep.name, version=dist.version if dist else None, distribution=dist_name)
@@ -123,7 +126,11 @@ class Plugins:
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelt name or argument
             self._fail(info, f"failed to register: {exc}")
         else:
-            info.hooks = sorted(hook.name for hook in self.pm.get_hookcallers(module) or [])
+            callers = self.pm.get_hookcallers(module) or []
+            for hook in callers:
+                if not hook.has_spec():  # pluggy accepts unknown zoo_* names silently; a typo should not be
+                    self._fail(info, f"implements unknown hook '{hook.name}' (see 'zoo plugins' docs for the hook names)")
+            info.hooks = sorted(hook.name for hook in callers if hook.has_spec())
         self.info[name] = info
 
     def _fail(self, info: PluginInfo, message: str) -> None:

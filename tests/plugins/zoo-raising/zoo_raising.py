@@ -1,0 +1,25 @@
+"""zoo-raising: a plugin that misbehaves in two ways zoo must survive.
+
+* ``zoo_register_heads`` raises: zoo reports the plugin and the hook, and skips it.
+* ``zoo_register_datasets`` registers ``digits``, which the built-in ``zoo.datasets`` already
+  registered: the built-in wins and zoo names both plugins. ``raising-data`` is registered fine.
+"""
+
+from __future__ import annotations
+
+from zoo import hookimpl
+
+
+@hookimpl
+def zoo_register_heads(register):
+    raise ValueError("bad hook")
+
+
+@hookimpl
+def zoo_register_datasets(register):
+    register("digits", _dataset, description="an impostor: the built-in digits must win")
+    register("raising-data", _dataset, description="a dataset from the zoo-raising plugin")
+
+
+def _dataset(arg=None):
+    raise RuntimeError("zoo-raising's datasets are for listing only")

@@ -1,0 +1,303 @@
+"""End-to-end tests of zoo's plugin system with real plugin distributions and real pip installs.
+
+Nothing is mocked. Once per module a throwaway virtual environment is created with this
+interpreter (``sys.executable -m venv``); a ``.pth`` file makes it see the checkout's zoo and the
+outer venv's packages (torch, timm, ...) without reinstalling them. The plugin packages under
+tests/plugins/ are then installed into it with ``zoo plugins install`` (pip under the hood),
+and ``zoo`` runs there as a subprocess, exactly as a user would run it.
+
+The plugin folders are copied to a temporary directory before they are installed, because a
+setuptools build writes ``build/`` and ``*.egg-info`` into the source folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+BUILTIN_NAMES = ("linear", "mlp", "head-only", "digits", "synthetic")
+
+
+@dataclass
+class Venv:
+    root: Path  # the throwaway virtual environment
+    python: Path
+    site: Path  # its site-packages
+    work: Path  # a scratch folder: cwd of every command, plugin copies, configuration
+
+    def env(self, **extra: str) -> dict:
+        """This process's environment without ZOO_* settings, isolated from the user's configuration."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("ZOO_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        env.update(XDG_CONFIG_HOME=str(self.work / "config"), ZOO_CACHE=str(self.work / "cache"),
+                   PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", NO_COLOR="1", COLUMNS="200")
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.python), *args], cwd=self.work, env=env or self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def zoo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return self.run("-m", "zoo", *args, env=self.env(**env), timeout=timeout)
+
+    def zoo_json(self, *args: str, **env: str):
+        proc = self.zoo(*args, "--json", **env)
+        assert proc.returncode == 0, describe(proc)
+        return json.loads(proc.stdout)
+
+    def is_installed(self, dist: str) -> bool:
+        return any(self.site.glob(f"{dist.replace('-', '_')}-*.dist-info"))
+
+    def install(self, folder: str) -> subprocess.CompletedProcess:
+        """`zoo plugins install` a copy of tests/plugins/FOLDER."""
+        copy = self.work / "src" / folder
+        if not copy.exists():
+            shutil.copytree(PLUGINS / folder, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        proc = self.zoo("plugins", "install", str(copy))
+        assert proc.returncode == 0, describe(proc)
+        assert f"Successfully installed {folder}-0.1.0" in proc.stdout, describe(proc)
+        return proc
+
+    def uninstall(self, dist: str) -> subprocess.CompletedProcess:
+        proc = self.zoo("plugins", "uninstall", dist, "-y")
+        assert proc.returncode == 0, describe(proc)
+        return proc
+
+
+def describe(proc: subprocess.CompletedProcess) -> str:
+    return f"command {proc.args} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+def stderr_lines(proc: subprocess.CompletedProcess, *words: str) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if all(w in ln for w in words)]
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Venv:
+    root = tmp_path_factory.mktemp("venv")
+    work = tmp_path_factory.mktemp("work")
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300)
+    python = root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    outer_site = sysconfig.get_paths()["purelib"]
+    # A plain path line adds the checkout (so the zoo under test is this one); the import line runs
+    # site.addsitedir, which, unlike a path line, also processes the outer site-packages' own .pth
+    # files (the editable install of zoo, setuptools' distutils shim).
+    (site / "_zoo_outer_venv.pth").write_text(f"{REPO}\nimport site; site.addsitedir({outer_site!r})\n", encoding="utf-8")
+    v = Venv(root, python, site, work)
+    proc = v.run("-c", "import zoo, torch, timm, pip; print(zoo.__file__)")
+    assert proc.returncode == 0, describe(proc)
+    assert Path(proc.stdout.strip()).resolve() == REPO / "zoo" / "__init__.py", proc.stdout
+    return v
+
+
+@pytest.fixture
+def example(venv: Venv) -> Venv:
+    """The venv with zoo-example installed (installed on first use, again after the uninstall test)."""
+    if not venv.is_installed("zoo-example"):
+        venv.install("zoo-example")
+    return venv
+
+
+@pytest.fixture
+def only(venv: Venv):
+    """Install plugin folders for one test and uninstall them afterwards."""
+    installed = []
+
+    def install(folder: str) -> Venv:
+        venv.install(folder)
+        installed.append(folder)
+        return venv
+
+    yield install
+    for folder in installed:
+        venv.uninstall(folder)
+
+
+# -- zoo-example ------------------------------------------------------------------------------
+def test_throwaway_venv_sees_zoo_torch_and_no_plugins(venv: Venv):
+    assert venv.root.resolve() != Path(sys.prefix).resolve()
+    proc = venv.run("-c", "import sys, zoo, torch; print(sys.prefix)")
+    assert proc.returncode == 0, describe(proc)
+    assert Path(proc.stdout.strip()).resolve() == venv.root.resolve()
+    assert isinstance(venv.zoo_json("plugins", "list"), list)
+    proc = venv.zoo("list", ZOO_LOAD_PLUGINS="")
+    assert proc.returncode == 0 and "linear" in proc.stdout and proc.stderr == "", describe(proc)
+
+
+def test_example_registers_head_backbone_and_command(example: Venv):
+    heads = {h["name"]: h for h in example.zoo_json("list", "heads")}
+    assert heads["example-cosine"]["provider"] == "example"
+    assert "scale" in heads["example-cosine"]["description"]
+    assert heads["linear"]["provider"] == "zoo.heads"  # built-ins are still there
+
+    rows = example.zoo_json("list", "backbones", "example-net")
+    assert [r["name"] for r in rows] == ["example-net"]
+    row = rows[0]
+    assert row["source"] == "timm:test_resnet.r160_in1k"
+    assert row["provider"] == "example"
+    assert (row["family"], row["params_m"], row["input_size"], row["license"], row["pretrain"], row["tags"]) == (
+        "resnet", 0.5, 160, "apache-2.0", "imagenet-1k", ["test"])
+
+    proc = example.zoo("example-hello")
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.strip() == "hello from zoo-example"
+    assert "example-hello" in example.zoo("--help").stdout
+
+    table = example.zoo("list", "heads")
+    assert table.returncode == 0 and "example-cosine" in table.stdout, describe(table)
+    assert table.stderr == "", describe(table)
+
+
+def test_plugins_list_shows_version_and_hooks(example: Venv):
+    rows = {r["name"]: r for r in example.zoo_json("plugins", "list")}
+    assert "example" in rows, rows
+    ex = rows["example"]
+    assert ex["version"] == "0.1.0"
+    assert ex["distribution"] == "zoo-example"
+    assert ex["builtin"] is False
+    assert ex["errors"] == []
+    assert set(ex["hooks"]) == {"zoo_register_heads", "zoo_register_backbones", "zoo_register_commands", "zoo_on_epoch_end"}
+    assert set(ex["registered"]) == {"heads:example-cosine", "backbones:example-net"}
+    assert not any(r["builtin"] for r in rows.values())
+
+    everything = {r["name"] for r in example.zoo_json("plugins", "list", "--all")}
+    assert {"zoo.backbones", "zoo.heads", "zoo.freeze", "zoo.datasets", "example"} <= everything
+
+
+def test_zoo_load_plugins_selects_plugins(example: Venv):
+    def heads(value: str) -> set[str]:
+        return {h["name"] for h in example.zoo_json("list", "heads", ZOO_LOAD_PLUGINS=value)}
+
+    assert "example-cosine" not in heads("")
+    assert {"linear", "mlp"} <= heads("")
+    assert "example" not in {r["name"] for r in example.zoo_json("plugins", "list", ZOO_LOAD_PLUGINS="")}
+    assert "example-cosine" in heads("example")
+    assert "example-cosine" in heads("zoo-example")  # the distribution name works too
+    assert "example-cosine" not in heads("someone-else")
+    hidden = example.zoo("example-hello", ZOO_LOAD_PLUGINS="")
+    assert hidden.returncode != 0 and "No such command" in hidden.stderr, describe(hidden)
+
+
+def test_zoo_trace_hooks_names_the_answering_plugin(example: Venv):
+    proc = example.zoo("list", "heads", ZOO_TRACE_HOOKS="1")
+    assert proc.returncode == 0, describe(proc)
+    lines = proc.stderr.splitlines()
+    assert "zoo: hook zoo_register_heads -> example" in lines, proc.stderr
+    assert "zoo: hook zoo_register_heads -> zoo.heads" in lines, proc.stderr
+    assert lines.index("zoo: hook zoo_register_heads -> zoo.heads") < lines.index("zoo: hook zoo_register_heads -> example")
+    quiet = example.zoo("list", "heads")
+    assert "zoo: hook" not in quiet.stderr
+
+
+def test_example_head_trains_and_epoch_hook_logs(example: Venv):
+    log = example.work / "epochs.jsonl"
+    log.unlink(missing_ok=True)
+    out = example.work / "run-cosine"
+    proc = example.zoo("finetune", "test_resnet", "--data", "digits", "--no-pretrained", "--img-size", "32",
+                       "--epochs", "2", "--shots", "8", "--batch-size", "16", "--device", "cpu",
+                       "--head", "example-cosine", "--head-opt", "scale=16", "--out", str(out), "--json",
+                       ZOO_EXAMPLE_LOG=str(log))
+    assert proc.returncode == 0, describe(proc)
+    summary = json.loads(proc.stdout)
+    assert 0.0 <= summary["top1"] <= 1.0
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(entries) == 2, entries
+    # The hook's `epoch` argument is 0-based while metrics["epoch"] is 1-based (see the report);
+    # only the order of the hook's argument is checked here.
+    assert entries[0]["epoch"] + 1 == entries[1]["epoch"], entries
+    assert [e["metrics"]["epoch"] for e in entries] == [1, 2], entries
+    assert all("train_loss" in e["metrics"] and "val_top1" in e["metrics"] for e in entries), entries
+    assert "example-cosine" in (out / "run_config.yaml").read_text()
+
+    # The head the factory builds: a WithHead whose cosine classifier has the right shape and scale.
+    probe = example.run("-c", (
+        "import torch, zoo\n"
+        "m = zoo.load(%r)[0]\n"
+        "print(type(m).__name__, m.head.out_features, m.head.scale, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
+    ) % str(out))
+    assert probe.returncode == 0, describe(probe)
+    assert probe.stdout.split() == ["WithHead", "10", "16.0", "(2,", "10)"], probe.stdout
+
+
+def test_uninstall_removes_the_plugin(example: Venv):
+    proc = example.uninstall("zoo-example")
+    assert "zoo-example" in proc.stdout
+    assert not example.is_installed("zoo-example")
+    assert "example-cosine" not in {h["name"] for h in example.zoo_json("list", "heads")}
+    assert example.zoo_json("list", "backbones", "example-net") == []
+    assert "example" not in {r["name"] for r in example.zoo_json("plugins", "list")}
+    gone = example.zoo("example-hello")
+    assert gone.returncode != 0 and "No such command" in gone.stderr, describe(gone)
+    again = example.zoo("plugins", "uninstall", "zoo-example", "-y")
+    assert again.returncode != 0 and "not installed" in again.stderr and "Traceback" not in again.stderr, describe(again)
+
+
+# -- misbehaving plugins -------------------------------------------------------------------------
+def test_plugin_failing_at_import_is_one_line_and_skipped(venv: Venv, only):
+    only("zoo-broken")
+    proc = venv.zoo("list")
+    assert proc.returncode == 0, describe(proc)
+    for name in BUILTIN_NAMES:
+        assert name in proc.stdout, name
+    assert "resnet" in proc.stdout  # the packaged registry still lists its backbones
+    lines = stderr_lines(proc, "broken")
+    assert len(lines) == 1, proc.stderr
+    assert "boom at import" in lines[0] and "RuntimeError" in lines[0], lines
+    assert "Traceback" not in proc.stderr
+
+    rows = {r["name"]: r for r in venv.zoo_json("plugins", "list")}
+    assert rows["broken"]["distribution"] == "zoo-broken"
+    assert len(rows["broken"]["errors"]) == 1 and "boom at import" in rows["broken"]["errors"][0]
+
+
+def test_raising_hook_and_name_clash_are_reported(venv: Venv, only):
+    only("zoo-raising")
+    proc = venv.zoo("list", "--json")
+    assert proc.returncode == 0, describe(proc)
+    assert "Traceback" not in proc.stderr
+    out = json.loads(proc.stdout)
+
+    failed = stderr_lines(proc, "'raising'", "zoo_register_heads")
+    assert len(failed) == 1, proc.stderr
+    assert "ValueError: bad hook" in failed[0]
+    assert {h["name"] for h in out["heads"]} >= {"linear", "mlp"}  # the other plugins' heads survive
+
+    clash = stderr_lines(proc, "'digits'")
+    assert len(clash) == 1, proc.stderr
+    assert "'zoo.datasets'" in clash[0] and "'raising'" in clash[0], clash
+
+    datasets = {d["name"]: d for d in out["datasets"]}
+    assert datasets["digits"]["provider"] == "zoo.datasets"  # the built-in wins
+    assert "impostor" not in datasets["digits"]["description"]
+    assert datasets["raising-data"]["provider"] == "raising"
+
+    rows = {r["name"]: r for r in venv.zoo_json("plugins", "list")}
+    assert any("zoo_register_heads" in e and "bad hook" in e for e in rows["raising"]["errors"]), rows["raising"]
+    assert "datasets:raising-data" in rows["raising"]["registered"]
+
+
+def test_install_of_unknown_package_fails_in_one_line(venv: Venv):
+    proc = venv.zoo("plugins", "install", "zoo-definitely-not-a-real-package-xyz",
+                    PIP_RETRIES="1", PIP_DEFAULT_TIMEOUT="30")
+    assert proc.returncode != 0, describe(proc)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: pip install failed"), lines
+    assert "zoo-definitely-not-a-real-package-xyz" in lines[0]
+    assert not venv.is_installed("zoo-definitely-not-a-real-package-xyz")

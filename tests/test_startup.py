@@ -1,0 +1,42 @@
+"""`zoo list` must stay cheap: listing the built-ins imports neither torch nor timm."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "timm")
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    return {**env, "ZOO_LOAD_PLUGINS": ""}  # built-ins only: a third-party plugin may import what it likes
+
+
+def test_zoo_list_in_process_imports_neither_torch_nor_timm(tmp_path):
+    code = (
+        "import sys, zoo.cli\n"
+        "from click.testing import CliRunner\n"
+        "result = CliRunner().invoke(zoo.cli.cli, ['list'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'linear' in result.output and 'digits' in result.output, result.output\n"
+        "print('torch' in sys.modules, 'timm' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"], proc.stdout
+
+
+def test_zoo_list_command_imports_neither_torch_nor_timm(tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", "list"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "linear" in proc.stdout
+    # -X importtime writes one "import time: self | cumulative | module" line per imported module.
+    modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "zoo.cli" in modules, "no import timings: is -X importtime supported?"
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert not heavy, f"`zoo list` imported {heavy[:10]}"
