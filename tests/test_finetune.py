@@ -311,3 +311,38 @@ def test_nothing_trainable_is_refused(tmp_path):
     get_plugins().add(Plugin(), "frozen")
     with pytest.raises(UsageError, match="leaves nothing to train"):
         zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="everything-frozen", **FAST)
+
+
+def test_early_stopping_with_patience(tmp_path):
+    class Plateau(Reporter):
+        def epoch(self, trainer, record):
+            trainer.best = {"score": 2.0, "epoch": 1, "metrics": trainer.best["metrics"]}  # nothing can beat it
+
+    result = zoo.finetune(data="synthetic", out=tmp_path / "r", patience=2, reporter=Plateau(), **dict(FAST, epochs=10))
+    assert len(result.history) == 3  # epoch 1 sets the best; epochs 2 and 3 fail to improve; stop
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "zoo", "finetune", "test_resnet", "--data", "synthetic:200", "--no-pretrained", "--img-size", "32",
+           "--epochs", "50", "--batch-size", "16", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"resume with: zoo finetune --resume {out}" in err and "Traceback" not in err
+    assert (out / "checkpoints" / "last.pt").is_file() and not (out / "model.safetensors").exists()
+    done = subprocess.run([sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "3", "--quiet"],
+                          capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.safetensors").is_file()

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = ["hookimpl", "ZooError", "UsageError", "NotFoundError", "resolve", "list_backbones", "info",
-           "finetune", "load", "predict", "evaluate", "__version__"]
+           "finetune", "load", "predict", "evaluate", "push", "__version__"]
+
+HUB_STRATEGIES = ("end", "best")
 
 
 def resolve(name: str) -> "BackboneSpec":
@@ -50,10 +52,16 @@ def info(name: str) -> dict:
 
 
 def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume: str | Path | None = None,
-             reporter: Any = None, **options: Any) -> "Result":
+             reporter: Any = None, push_to_hub: str | None = None, hub_strategy: str = "end", private: bool = False,
+             **options: Any) -> "Result":
     """Fine-tune ``backbone`` on ``data``; returns the result (metrics, run directory, history).
 
     ``options`` are FinetuneConfig fields: head, freeze, epochs, batch_size, lr, seed, ...
+
+    ``push_to_hub="ORG/NAME"`` publishes the run to that Hub repo when training ends (the repo is
+    created first, so a login problem shows before training); with ``hub_strategy="best"`` also
+    each new best checkpoint as it is written (a failed push of one is a warning, not an error).
+    The end push's answer (see :func:`push`) is ``result.hub``.
     """
     from zoo.trainer import FinetuneConfig, Trainer
 
@@ -61,7 +69,30 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
         config = _config_from_run(Path(resume), options)
     else:
         config = FinetuneConfig.from_dict({"backbone": backbone, "data": data, **options})
-    return Trainer(config, out=Path(out) if out else None, resume=Path(resume) if resume else None, reporter=reporter).fit()
+    on_best = None
+    if push_to_hub:
+        from zoo import hub
+
+        if hub_strategy not in HUB_STRATEGIES:
+            raise UsageError(f"--hub-strategy must be one of {', '.join(HUB_STRATEGIES)}, got '{hub_strategy}'")
+        repo_id = hub.parse_repo_id(push_to_hub)
+        if hub_strategy == "best":
+            def on_best(run_dir: Path) -> None:
+                from zoo.plugins import warn
+
+                try:
+                    hub.push_best(trainer, repo_id, private=private)
+                except ZooError as exc:
+                    warn(f"{exc} (training goes on; the end of the run pushes again)")
+
+    trainer = Trainer(config, out=Path(out) if out else None, resume=Path(resume) if resume else None, reporter=reporter,
+                      on_best=on_best)
+    if push_to_hub:
+        hub.ensure_repo(repo_id, private=private)  # a login or naming problem shows now, not after training
+    result = trainer.fit()
+    if push_to_hub:
+        result.hub = push(result.run_dir, repo_id, private=private)
+    return result
 
 
 def _config_from_run(run_dir: Path, overrides: dict) -> Any:
@@ -102,3 +133,21 @@ def evaluate(model: str | Path, *, data: str, batch_size: int = 256) -> dict:
     from zoo.inference import evaluate as _evaluate
 
     return _evaluate(model, data=data, batch_size=batch_size)
+
+
+def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, with_checkpoints: bool = False, overwrite_card: bool = False,
+         dry_run: str | Path | None = None) -> dict:
+    """Publish a run directory to the Hugging Face Hub repo ``repo_id`` (``ORG/NAME``) as one commit.
+
+    Uploads model.safetensors, config.json, a model card for the repo, run_config.yaml, metrics.jsonl
+    and the plots (and checkpoints/ with ``with_checkpoints``). Unchanged files are skipped: pushing an
+    unchanged run makes no commit. A card edited by hand on the Hub is kept unless ``overwrite_card``.
+    ``dry_run=DIR`` writes the folder that would be uploaded to DIR and uploads nothing.
+
+    Returns a dict: ``repo_url``, ``commit`` (None when nothing changed), ``files``, ``notes``, ...
+    """
+    from zoo.hub import push as _push
+
+    return _push(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+                 with_checkpoints=with_checkpoints, overwrite_card=overwrite_card, dry_run=dry_run)

@@ -40,7 +40,7 @@ def classifier_param_names(model: nn.Module) -> set[str]:
 
 
 def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_opts: dict | None = None,
-           pretrained: bool = True, seed: int = 0) -> nn.Module:
+           pretrained: bool = True, seed: int = 0, model_args: dict | None = None) -> nn.Module:
     """A backbone with a ``num_classes`` head; weights from the spec's source when ``pretrained``."""
     import timm
 
@@ -48,12 +48,16 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
 
     factory = lookup("heads", head).obj
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
-    folder = Path(spec.target) if spec.kind == "local-dir" else None
-    if folder is not None and pretrained and _zoo_head(folder) not in (None, "linear"):
+    folder = _zoo_folder(spec) if pretrained else None
+    if folder is not None and _zoo_head(folder) not in (None, "linear"):
+        if spec.kind == "hf-hub":
+            from zoo import hub
+
+            folder = hub.download_model(spec.source.removeprefix("hf-hub:"))
         model = timm_model(load_folder(folder).model)  # a zoo run with a plugin head: keep its backbone
     else:
         try:
-            model = timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=num_classes)
+            model = timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
             raise _build_error(spec, pretrained, exc) from None
     try:
@@ -72,6 +76,17 @@ def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooErr
             "Check the network or HF_ENDPOINT, fill the cache, or use --no-pretrained"
         )
     return ZooError(f"cannot build '{spec.name}' ({spec.source}): {text}")
+
+
+def _zoo_folder(spec: BackboneSpec) -> Path | None:
+    """The folder holding the spec's config.json (fetched alone for a Hub model), if any."""
+    if spec.kind == "local-dir":
+        return Path(spec.target)
+    if spec.kind == "hf-hub":
+        from zoo import hub
+
+        return hub.download_file(spec.source.removeprefix("hf-hub:"), "config.json").parent
+    return None
 
 
 def _zoo_head(folder: Path) -> str | None:

@@ -1,13 +1,25 @@
-"""config.json (timm's format plus a "zoo" section) and the README.md model card of a run."""
+"""config.json (timm's format plus a "zoo" section) and the README.md model card of a run.
+
+The card is rendered from what the run directory holds (config.json, run_config.yaml), so that
+``zoo push`` can regenerate it for a Hub repo, byte for byte the same on every push of an unchanged
+run. Each generated card ends with a marker holding the sha256 of the text above it; a card whose
+marker is missing or does not match was edited by hand, and zoo does not overwrite it on the Hub.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 
 from zoo import runs
+
+MARKER = "<!-- zoo-card sha256:{} -->"
+_MARKER = re.compile(r"\n<!-- zoo-card sha256:([0-9a-f]{64}) -->\n?\Z")
+CARD_METRICS = ("top1", "top5", "loss", "epoch", "eval_split", "images", "train_loss", "train_top1", "per_class")
 
 
 def versions() -> dict:
@@ -37,7 +49,10 @@ def plugins_used(trainer) -> list[dict]:
     return list(used.values())
 
 
-def write_config(trainer) -> None:
+def config_dict(trainer, metrics: dict | None = None) -> dict:
+    """What config.json holds: timm's keys plus the "zoo" section (and the card's metrics, when given)."""
+    import tempfile
+
     from timm.models._hub import save_config_for_hf
 
     from zoo.backbones import WithHead, timm_model
@@ -47,7 +62,7 @@ def write_config(trainer) -> None:
         "head": {"name": cfg.head, "options": cfg.head_opts},
         "freeze": {"name": cfg.freeze, "options": cfg.freeze_opts},
         "backbone": {"name": cfg.backbone, "source": trainer.spec.source, "revision": trainer.spec.revision,
-                     "pretrained": cfg.pretrained},
+                     "pretrained": cfg.pretrained, "license": trainer.spec.meta.get("license")},
         "dataset": {"spec": cfg.data, "name": trainer.dataset.name, "fingerprint": trainer.dataset.fingerprint,
                     "eval_split": trainer.eval_split},
         "classes": trainer.classes,
@@ -55,75 +70,115 @@ def write_config(trainer) -> None:
         "plugins": plugins_used(trainer),
         "versions": versions(),
     }
-    inner = timm_model(model)
-    path = trainer.run_dir / "config.json"
-    with runs.atomic_path(path) as tmp:
-        save_config_for_hf(inner, str(tmp), model_config={"label_names": trainer.classes} if not isinstance(model, WithHead) else {},
+    with tempfile.TemporaryDirectory(prefix="zoo-config-") as tmp:
+        path = Path(tmp) / "config.json"
+        save_config_for_hf(timm_model(model), str(path),
+                           model_config={"label_names": trainer.classes} if not isinstance(model, WithHead) else {},
                            data_config=dict(trainer.data_cfg))
-        written = json.loads(tmp.read_text())
-        written["num_classes"] = len(trainer.classes)
-        written["label_names"] = trainer.classes
-        written["pretrained_cfg"]["num_classes"] = len(trainer.classes)
-        written["zoo"] = zoo_section
-        tmp.write_text(json.dumps(written, indent=2))
+        written = json.loads(path.read_text())
+    written["num_classes"] = len(trainer.classes)
+    written["label_names"] = trainer.classes
+    written["pretrained_cfg"]["num_classes"] = len(trainer.classes)
+    written["zoo"] = zoo_section
+    if metrics is not None:
+        zoo_section["metrics"] = card_metrics(metrics)
+    return written
+
+
+def write_config(trainer) -> None:
+    runs.atomic_write_text(trainer.run_dir / "config.json", json.dumps(config_dict(trainer), indent=2))
+
+
+def card_metrics(metrics: dict) -> dict:
+    """The evaluation a card reports (no confusion matrix: it can be large; confusion.png shows it)."""
+    return {k: metrics[k] for k in CARD_METRICS if metrics.get(k) is not None}
+
+
+def metrics_from_history(history: list[dict], metric: str = "top1") -> dict:
+    """The best epoch's evaluation from metrics.jsonl, for runs whose config.json has no "metrics"."""
+    evaluated = [r for r in history if r.get("val_top1") is not None]
+    out: dict = {}
+    if evaluated:
+        best = max(evaluated, key=lambda r: r["val_top1"] if metric == "top1" else -r["val_loss"])  # first of equals
+        out = {k: best[f"val_{k}"] for k in ("top1", "top5", "loss") if best.get(f"val_{k}") is not None}
+        out["epoch"] = best["epoch"]
+    elif history:
+        out["epoch"] = history[-1]["epoch"]
+    if history:
+        out.update({k: history[-1][k] for k in ("train_loss", "train_top1") if k in history[-1]})
+    return out
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_model_card(trainer, metrics: dict, plots: list[str], *, repo_id: str | None = None) -> None:
-    """README.md built with huggingface_hub's ModelCard, so the Hub reads its metadata."""
+def _opts(options) -> str:
+    return f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+
+
+def render(config: dict, run_config: dict, *, metrics: dict, plots: list[str], title: str, ref: str, timm_ref: str) -> str:
+    """The model card, built with huggingface_hub's ModelCard so the Hub reads its metadata; ends with the marker.
+
+    Depends only on its arguments (no clock, no installed versions): the same run renders the same bytes.
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    cfg = trainer.config
-    spec = trainer.spec
-    license_ = spec.meta.get("license") or "unknown"
+    z = config.get("zoo") or {}
+    backbone, dataset = z.get("backbone") or {}, z.get("dataset") or {}
+    head, freeze = z.get("head") or {"name": "linear"}, z.get("freeze") or {"name": "none"}
+    classes = list(z.get("classes") or config.get("label_names") or [])
+    source = backbone.get("source") or f"timm:{config.get('architecture')}"
+    dataset_name = dataset.get("name") or run_config.get("data") or "unknown"
+    split = metrics.get("eval_split") or dataset.get("eval_split") or "validation"
+    license_ = backbone.get("license") or (config.get("pretrained_cfg") or {}).get("license")
     eval_results = []
-    if "top1" in metrics:
-        for key, name in (("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")):
-            if key in metrics:
-                eval_results.append(EvalResult(task_type="image-classification", dataset_type=trainer.dataset.name,
-                                               dataset_name=trainer.dataset.name, dataset_split=trainer.eval_split,
-                                               metric_type="accuracy", metric_name=name, metric_value=round(metrics[key], 4)))
-    base_model = spec.target if spec.kind == "hf-hub" else None
+    for key, name in (("top1", "top-1 accuracy"), ("top5", "top-5 accuracy")):
+        if key in metrics:
+            eval_results.append(EvalResult(task_type="image-classification", dataset_type=dataset_name,
+                                           dataset_name=dataset_name, dataset_split=split,
+                                           metric_type="accuracy", metric_name=name, metric_value=round(metrics[key], 4)))
+    base_model = source.removeprefix("hf-hub:").partition("@")[0] if source.startswith("hf-hub:") else None
     card_data = ModelCardData(
-        library_name="timm", pipeline_tag="image-classification", license=license_ if license_ != "unknown" else None,
-        tags=["zoo", "image-classification", "timm", f"freeze-{cfg.freeze}", f"head-{cfg.head}"],
-        base_model=base_model, datasets=[trainer.dataset.name] if trainer.dataset.name else None,
-        model_name=repo_id or trainer.run_dir.name, eval_results=eval_results or None,
+        library_name="timm", pipeline_tag="image-classification", license=license_ if license_ not in (None, "unknown") else None,
+        tags=["zoo", "image-classification", "timm", f"freeze-{freeze['name']}", f"head-{head['name']}"],
+        base_model=base_model, datasets=[dataset_name] if dataset.get("name") else None,
+        model_name=title, eval_results=eval_results or None,
     )
-    rows = "\n".join(f"| {k} | {_fmt(metrics[k])} |" for k in ("top1", "top5", "loss", "epoch", "eval_split") if k in metrics)
+    rows = "\n".join(f"| {k} | {_fmt(metrics[k])} |" for k in ("top1", "top5", "loss", "epoch") if k in metrics)
+    size = (config.get("pretrained_cfg") or {}).get("input_size", [None])[-1]
+    rc = run_config
     hparams = "\n".join(f"| {k} | {v} |" for k, v in (
-        ("epochs", cfg.epochs), ("batch size", cfg.batch_size), ("learning rate", cfg.lr), ("momentum", cfg.momentum),
-        ("weight decay", cfg.weight_decay), ("warm-up epochs", cfg.warmup_epochs), ("label smoothing", cfg.label_smoothing),
-        ("augmentation", cfg.aug), ("image size", trainer.data_cfg["input_size"][-1]), ("seed", cfg.seed),
-        ("pretrained", cfg.pretrained), ("shots per class", cfg.shots or "all")))
+        ("epochs", rc.get("epochs")), ("batch size", rc.get("batch_size")), ("learning rate", rc.get("lr")),
+        ("momentum", rc.get("momentum")), ("weight decay", rc.get("weight_decay")), ("warm-up epochs", rc.get("warmup_epochs")),
+        ("label smoothing", rc.get("label_smoothing")), ("augmentation", rc.get("aug")), ("image size", size),
+        ("seed", rc.get("seed", z.get("seed"))), ("pretrained", rc.get("pretrained", backbone.get("pretrained"))),
+        ("shots per class", rc.get("shots") or "all")) if v is not None)
     per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in (metrics.get("per_class") or {}).items())
-    plugins = "\n".join(f"- {p['name']} {p['version'] or ''} ({', '.join(p['provides'])})" for p in plugins_used(trainer) if not p["builtin"]) or "- none beyond zoo's built-ins"
-    vers = "\n".join(f"- {k} {v}" for k, v in versions().items() if v)
-    ref = f"hf-hub:{repo_id}" if repo_id else str(trainer.run_dir)
-    timm_ref = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{trainer.run_dir}"
+    per_class_table = f"| class | accuracy |\n|---|---|\n{per_class}\n\n" if per_class else ""
+    plugins = "\n".join(f"- {p['name']} {p.get('version') or ''} ({', '.join(p.get('provides', []))})"
+                        for p in z.get("plugins", []) if not p.get("builtin")) or "- none beyond zoo's built-ins"
+    vers = "\n".join(f"- {k} {v}" for k, v in (z.get("versions") or {}).items() if v)
     timm_usage = (f'```python\nimport timm\nmodel = timm.create_model("{timm_ref}", pretrained=True).eval()\n```'
-                  if cfg.head == "linear" else f"This model uses the zoo head `{cfg.head}`: load it with zoo.")
+                  if head["name"] == "linear" else
+                  f"This model uses the zoo head `{head['name']}`, which plain timm does not have: load it with zoo.")
     images = "\n".join(f"![{p}]({p})" for p in plots)
+    shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
     body = f"""
-# {repo_id or trainer.run_dir.name}
+# {title}
 
-`{cfg.backbone}` ({spec.source}) fine-tuned with [zoo](https://github.com/) on **{trainer.dataset.name}**
-({len(trainer.classes)} classes: {", ".join(trainer.classes[:20])}{" ..." if len(trainer.classes) > 20 else ""}).
+`{backbone.get('name') or config.get('architecture')}` ({source}) fine-tuned with [zoo](https://github.com/) on **{dataset_name}**
+({len(classes)} classes: {shown}).
 
-## Results ({trainer.eval_split})
+## Results ({split})
 
 | metric | value |
 |---|---|
 {rows}
 
-{"| class | accuracy |" + chr(10) + "|---|---|" + chr(10) + per_class if per_class else ""}
+{per_class_table}## Training
 
-## Training
-
-Freeze policy `{cfg.freeze}` {cfg.freeze_opts or ""}, head `{cfg.head}` {cfg.head_opts or ""}.
+Freeze policy `{freeze['name']}`{_opts(freeze.get('options'))}, head `{head['name']}`{_opts(head.get('options'))}.
 
 | hyperparameter | value |
 |---|---|
@@ -132,7 +187,7 @@ Freeze policy `{cfg.freeze}` {cfg.freeze_opts or ""}, head `{cfg.head}` {cfg.hea
 Plugins used:
 {plugins}
 
-Framework versions:
+Framework versions (at training time):
 {vers}
 
 ## Usage
@@ -150,5 +205,53 @@ zoo predict {ref} image.jpg
 
 {images}
 """
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
-    runs.atomic_write_text(trainer.run_dir / "README.md", str(card))
+    text = str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")).rstrip("\n") + "\n"
+    return text + "\n" + MARKER.format(hashlib.sha256(text.encode("utf-8")).hexdigest()) + "\n"
+
+
+def is_generated(text: str) -> bool:
+    """True for a card zoo wrote and nobody edited since (its marker matches the text above it)."""
+    m = _MARKER.search(text)
+    return bool(m) and hashlib.sha256(text[:m.start()].encode("utf-8")).hexdigest() == m.group(1)
+
+
+def write_model_card(trainer, metrics: dict, plots: list[str], *, repo_id: str | None = None) -> None:
+    """Record the card's metrics in config.json, then write README.md from the run directory."""
+    path = trainer.run_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("zoo", {})["metrics"] = card_metrics(metrics)
+    runs.atomic_write_text(path, json.dumps(config, indent=2))
+    runs.atomic_write_text(trainer.run_dir / "README.md", card_for_run(trainer.run_dir, repo_id=repo_id))
+
+
+def read_run_config(run_dir: Path) -> dict:
+    import yaml
+
+    path = Path(run_dir) / runs.RUN_CONFIG
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except yaml.YAMLError:
+        values = {}
+    return values if isinstance(values, dict) else {}
+
+
+def plots_of(run_dir: Path) -> list[str]:
+    order = {"loss.png": 0, "accuracy.png": 1, "confusion.png": 2}
+    return sorted((p.name for p in Path(run_dir).glob("*.png") if p.is_file()), key=lambda n: (order.get(n, 3), n))
+
+
+def card_for_run(run_dir: Path, *, repo_id: str | None = None, config: dict | None = None, metrics: dict | None = None,
+                 plots: list[str] | None = None) -> str:
+    """The card of a run directory: for the Hub repo ``repo_id`` (usage says hf-hub:...), or for the folder itself."""
+    run_dir = Path(run_dir)
+    if config is None:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    run_config = read_run_config(run_dir)
+    if metrics is None:
+        metrics = (config.get("zoo") or {}).get("metrics") or metrics_from_history(runs.read_metrics(run_dir), run_config.get("metric", "top1"))
+    if repo_id:
+        title, ref, timm_ref = repo_id, f"hf-hub:{repo_id}", f"hf-hub:{repo_id}"
+    else:
+        title, ref, timm_ref = run_dir.name, str(run_dir), f"local-dir:{run_dir}"
+    return render(config, run_config, metrics=metrics, plots=plots_of(run_dir) if plots is None else plots,
+                  title=title, ref=ref, timm_ref=timm_ref)

@@ -251,9 +251,11 @@ def plugins_uninstall(names, yes):
 
     for name in names:
         try:
-            metadata.distribution(name)
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             raise UsageError(f"'{name}' is not installed: see 'zoo plugins list'") from None
+        if not any(ep.group == "zoo" for ep in dist.entry_points):
+            raise UsageError(f"'{name}' is not a zoo plugin (no entry point in the 'zoo' group): use pip to remove it")
     if not yes:
         click.confirm(f"Uninstall {', '.join(names)}?", abort=True)
     _pip(["uninstall", "-y", *names])
@@ -279,6 +281,7 @@ def _options(pairs, flag) -> dict:
 @click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable.")
 @click.option("--freeze", help="Freeze policy (zoo list freeze). Default: none.")
 @click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable.")
+@click.option("--model-arg", multiple=True, metavar="K=V", help="Argument for timm.create_model (e.g. drop_path_rate=0.1), repeatable.")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Peak learning rate (SGD).")
@@ -307,9 +310,14 @@ def _options(pairs, flag) -> dict:
               help="YAML file with the same options (e.g. a run's run_config.yaml); flags override it.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue a run from checkpoints/last.pt.")
 @click.option("--dry-run", is_flag=True, help="Print the parameter groups and freeze schedule; do not train.")
+@click.option("--push-to-hub", "push_to_hub", metavar="ORG/NAME", help="Publish the run to this Hub repo (see zoo push).")
+@click.option("--hub-strategy", type=click.Choice(["end", "best"]), default="end", show_default=True,
+              help="With --push-to-hub: push when training ends, or also at every new best checkpoint.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, head_opt, freeze_opt, **flags):
+def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, private, as_json, quiet, out, head_opt,
+             freeze_opt, model_arg, **flags):
     """Fine-tune BACKBONE on your images with SGD; writes a Hub-ready run directory.
 
     \b
@@ -319,6 +327,8 @@ def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, head_o
       zoo finetune test_resnet --data digits --no-pretrained --img-size 32 --epochs 3
       zoo finetune --config runs/photos-r18/run_config.yaml
       zoo finetune --resume runs/photos-r18
+      zoo finetune resnet18 --data ./photos --push-to-hub me/photos-r18 --hub-strategy best
+      zoo finetune hf-hub:me/photos-r18 --data ./more-photos --epochs 2
     """
     import yaml
 
@@ -341,17 +351,23 @@ def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, head_o
         values["head_opts"] = _options(head_opt, "--head-opt")
     if freeze_opt:
         values["freeze_opts"] = _options(freeze_opt, "--freeze-opt")
+    if model_arg:
+        values["model_args"] = _options(model_arg, "--model-arg")
     reporter = ConsoleReporter(quiet=quiet, json_mode=as_json)
+    hub_args = {"push_to_hub": push_to_hub, "hub_strategy": hub_strategy, "private": private} if push_to_hub else {}
     if resume:
-        result = zoo.finetune("", data="", resume=resume, reporter=reporter, **values)
+        result = zoo.finetune("", data="", resume=resume, reporter=reporter, **hub_args, **values)
     else:
         config = FinetuneConfig.from_dict(values)
         if dry_run:
             _print_plan(plan(config), as_json)
             return
-        result = zoo.finetune(config.backbone, data=config.data, out=out, reporter=reporter,
+        result = zoo.finetune(config.backbone, data=config.data, out=out, reporter=reporter, **hub_args,
                               **{k: v for k, v in vars(config).items() if k not in ("backbone", "data")})
     summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items() if k not in ("confusion",)}}
+    pushed = getattr(result, "hub", None)
+    if pushed is not None:
+        summary["hub"] = pushed
     if as_json:
         _json(summary)
     elif not quiet:
@@ -363,7 +379,57 @@ def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, head_o
                 v = summary[key]
                 table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
         _console().print(table)
-        click.echo(f"predict with: zoo predict {result.run_dir} IMAGE")
+        if pushed is not None:
+            _print_push(pushed)
+            click.echo(f"predict with: zoo predict hf-hub:{pushed['repo_id']} IMAGE")
+        else:
+            click.echo(f"predict with: zoo predict {result.run_dir} IMAGE")
+
+
+# -- push -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id", metavar="ORG/NAME")
+@click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
+@click.option("--revision", metavar="BRANCH", help="Push to this branch (created when missing). Default: main.")
+@click.option("--commit-message", metavar="MSG", help="Default: 'Upload RUN with zoo'.")
+@click.option("--with-checkpoints", is_flag=True, help="Also upload checkpoints/ (full training state, for resuming).")
+@click.option("--overwrite-card", is_flag=True, help="Replace a README.md that was edited by hand on the Hub.")
+@click.option("--dry-run", "dry_run", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the folder that would be uploaded to DIR; upload nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def push(run_dir, repo_id, private, revision, commit_message, with_checkpoints, overwrite_card, dry_run, as_json):
+    """Publish a run directory to the Hugging Face Hub as one commit.
+
+    Uploads model.safetensors, config.json, a model card for the repo, run_config.yaml, metrics.jsonl
+    and the plots. Pushing an unchanged run makes no commit. The token comes from HF_TOKEN or
+    'hf auth login'.
+
+    \b
+    Examples:
+      zoo push runs/photos-r18 me/photos-r18
+      zoo push runs/photos-r18 me/photos-r18 --private --with-checkpoints
+      zoo push runs/photos-r18 me/photos-r18 --dry-run /tmp/upload
+    """
+    import zoo
+
+    result = zoo.push(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+                      with_checkpoints=with_checkpoints, overwrite_card=overwrite_card, dry_run=dry_run)
+    if as_json:
+        _json(result)
+        return
+    _print_push(result)
+
+
+def _print_push(result: dict) -> None:
+    for note in result.get("notes", []):
+        click.echo(f"zoo: {note}", err=True)
+    if result.get("dry_run"):
+        click.echo(f"{len(result['files'])} files in {result['dry_run']}: {', '.join(result['files'])}")
+    elif result.get("commit"):
+        click.echo(f"pushed to {result['repo_url']} (commit {result['commit'][:10]} on {result['revision']})")
+    else:
+        click.echo(f"{result['repo_url']} is up to date (commit {str(result.get('head'))[:10]} on {result['revision']})")
 
 
 def _print_plan(p: dict, as_json: bool) -> None:
@@ -435,6 +501,45 @@ def evaluate(model, data, as_json):
     for c, row in zip(result["classes"], result["confusion"]):
         table.add_row(c, f"{result['per_class'][c]:.3f}", *map(str, row))
     console.print(table)
+
+
+@cli.command()
+@click.argument("backbones", nargs=-1, required=True)
+@click.option("--data", required=True, help="Data spec, as for finetune.")
+@click.option("--shots", type=int, help="Use only N training images per class.")
+@click.option("--img-size", type=int, help="Input size for every candidate (default: each backbone's own).")
+@click.option("--val-split", type=float, default=0.2, show_default=True, help="Held-out share when the data has no val/test split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare(backbones, data, shots, img_size, val_split, seed, as_json):
+    """Rank backbones for your data by a quick linear probe on frozen features.
+
+    \b
+    Examples:
+      zoo compare zoo-fmnist-resnet resnet18 --data ./photos --shots 20
+      zoo compare convnext-atto mobilenetv3-large --data photos.csv --json
+    """
+    from dataclasses import asdict
+
+    from zoo.compare import compare as _compare
+
+    def progress(c):
+        if not as_json:
+            click.echo(f"{c.name}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)", err=True)
+
+    ranked = _compare(list(backbones), data_spec=data, shots=shots, img_size=img_size, val_split=val_split, seed=seed,
+                      progress=progress)
+    if as_json:
+        _json([asdict(c) for c in ranked])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"linear probe on {data}" + (f", {shots} shots per class" if shots else ""), title_justify="left")
+    for col in ("rank", "backbone", "top-1", "seconds", "params (M)", "features"):
+        table.add_column(col)
+    for i, c in enumerate(ranked, 1):
+        table.add_row(str(i), c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", str(c.params_m), str(c.feature_dim))
+    _console().print(table)
 
 
 def main() -> None:

@@ -1,10 +1,34 @@
-"""The only module that talks to huggingface_hub."""
+"""The only module that talks to huggingface_hub: publish runs, download models, one-line errors.
+
+A push is one commit made from a temporary folder that holds exactly what is uploaded:
+model.safetensors, config.json, the README.md model card (generated for the repo, so its usage
+says ``hf-hub:ORG/NAME``), run_config.yaml, metrics.jsonl, the PNG plots and, on request, the
+checkpoints. Files the repo already holds unchanged are skipped by huggingface_hub, so pushing
+an unchanged run makes no commit. A card on the Hub that was edited by hand (its zoo marker is
+missing or does not match) is kept unless the caller asks to overwrite it.
+
+Tokens come from HF_TOKEN or the Hub login (huggingface_hub reads them); zoo never writes,
+prints or logs them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
 from pathlib import Path
+from typing import Any, Callable
 
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
+
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+RUN_FILES = ("model.safetensors", "config.json", "run_config.yaml", "metrics.jsonl")
+RETRY_WAITS = (1.0, 2.0, 4.0)  # seconds before each retry of a transient failure (5xx, 429, network)
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
 def _quiet() -> None:
@@ -19,6 +43,15 @@ def _split(repo: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def parse_repo_id(repo: str) -> str:
+    """``ORG/NAME`` (an ``hf-hub:`` prefix is accepted); anything else is a usage error."""
+    repo_id = str(repo).removeprefix("hf-hub:")
+    if not REPO_ID.match(repo_id) or ".." in repo_id:
+        raise UsageError(f"'{repo}' is not a Hub repo id: give it as ORG/NAME (your user name or an organization)")
+    return repo_id
+
+
+# -- downloads ----------------------------------------------------------------------------
 def download_model(repo: str) -> Path:
     """Download (or find in the cache) a model repo's config.json and model.safetensors."""
     from huggingface_hub import snapshot_download
@@ -42,27 +75,348 @@ def download_file(repo: str, filename: str) -> Path:
         raise hub_error(exc, repo) from None
 
 
-def hub_error(exc: Exception, repo: str) -> ZooError:
-    """One line that says what went wrong with a Hub call and what to do; never the token."""
+# -- push ---------------------------------------------------------------------------------
+def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, with_checkpoints: bool = False, overwrite_card: bool = False,
+         dry_run: str | Path | None = None) -> dict:
+    """Publish a run directory to the Hub repo ``repo_id`` as one commit; see the module docstring.
+
+    Returns ``repo_id``, ``repo_url``, ``revision``, ``commit`` (the new commit's sha, or None when
+    nothing changed), ``head`` (the branch's commit after the push), ``files`` (what the folder held),
+    ``notes`` (one-line remarks, e.g. a kept hand-edited card) and ``dry_run`` (the folder written).
+    With ``dry_run``, the folder is written there and nothing is uploaded.
+    """
+    run_dir = Path(run_dir)
+    repo_id = parse_repo_id(repo_id)
+    _check_run(run_dir, with_checkpoints)
+    retry = retry_command(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+                          with_checkpoints=with_checkpoints, overwrite_card=overwrite_card)
+    message = commit_message or f"Upload {run_dir.resolve().name} with zoo"
+    if dry_run is not None:
+        folder = _empty_folder(Path(dry_run), run_dir)
+        notes = stage_run(run_dir, folder, repo_id, with_checkpoints=with_checkpoints, link=False)
+        return {"repo_id": repo_id, "repo_url": None, "revision": revision or "main", "commit": None, "head": None,
+                "files": _files(folder), "notes": notes + [f"dry run: wrote {folder}, uploaded nothing"],
+                "dry_run": str(folder)}
+    with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
+        folder = Path(tmp) / "upload"
+        try:
+            notes = stage_run(run_dir, folder, repo_id, with_checkpoints=with_checkpoints, link=True)
+        except OSError as exc:
+            raise ZooError(f"cannot prepare the upload of {run_dir}: {exc.strerror or exc}; nothing was pushed") from None
+        return _publish(folder, repo_id, private=private, revision=revision, commit_message=message,
+                        overwrite_card=overwrite_card, notes=notes, retry=retry)
+
+
+def push_best(trainer, repo_id: str, *, private: bool = False, revision: str | None = None) -> dict:
+    """Publish the best checkpoint so far of a running fine-tune (``--hub-strategy best``).
+
+    The folder holds checkpoints/best.safetensors as model.safetensors, the config.json and card the
+    finished run would have with the best metrics so far, run_config.yaml and metrics.jsonl.
+    """
+    import json
+
+    from zoo import cards, runs
+
+    repo_id = parse_repo_id(repo_id)
+    run_dir = Path(trainer.run_dir)
+    best = trainer.best or {}
+    metrics = dict(best.get("metrics") or {}, epoch=best.get("epoch"), eval_split=trainer.eval_split)
+    with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
+        folder = Path(tmp) / "upload"
+        folder.mkdir()
+        _place(run_dir / runs.BEST, folder / "model.safetensors", link=True)
+        config = cards.config_dict(trainer, metrics)
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        for name in (runs.RUN_CONFIG, runs.METRICS):
+            if (run_dir / name).is_file():
+                _place(run_dir / name, folder / name, link=False)
+        card = cards.card_for_run(run_dir, repo_id=repo_id, config=config, plots=[])
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        top1 = metrics.get("top1")
+        message = f"Best checkpoint so far (epoch {best.get('epoch')}{f', top-1 {top1:.4f}' if top1 is not None else ''}) with zoo"
+        with _no_progress_bars():  # the fine-tune's own progress display owns the terminal
+            return _publish(folder, repo_id, private=private, revision=revision, commit_message=message,
+                            overwrite_card=False, notes=[], retry=None)
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def ensure_repo(repo_id: str, *, private: bool = False) -> str:
+    """Create the repo (or find it): checks the login and the name before a long fine-tune starts."""
+    from huggingface_hub import HfApi
+
+    _quiet()
+    repo_id = parse_repo_id(repo_id)
+    try:
+        return str(_with_retry(lambda: HfApi().create_repo(repo_id, private=private, exist_ok=True)))
+    except Exception as exc:  # noqa: BLE001
+        err = hub_error(exc, repo_id, push=True)
+        raise type(err)(f"{err}; fix that (or leave out --push-to-hub) and run again") from None
+
+
+def retry_command(run_dir: Path, repo_id: str, *, private=False, revision=None, commit_message=None,
+                  with_checkpoints=False, overwrite_card=False) -> str:
+    """The exact ``zoo push`` command that repeats a push."""
+    args = ["zoo", "push", str(run_dir), repo_id]
+    if private:
+        args.append("--private")
+    if revision:
+        args += ["--revision", revision]
+    if commit_message:
+        args += ["--commit-message", commit_message]
+    if with_checkpoints:
+        args.append("--with-checkpoints")
+    if overwrite_card:
+        args.append("--overwrite-card")
+    return shlex.join(args)
+
+
+def _check_run(run_dir: Path, with_checkpoints: bool) -> None:
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is not a directory: give a zoo run directory")
+    for name in ("config.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            hint = (f"is the run finished? resume it with: zoo finetune --resume {run_dir}" if (run_dir / "run_config.yaml").is_file()
+                    else "give a zoo run directory")
+            raise UsageError(f"{run_dir} has no {name}: {hint}")
+    if with_checkpoints and not (run_dir / "checkpoints").is_dir():
+        raise UsageError(f"{run_dir} has no checkpoints/ folder to push: leave out --with-checkpoints")
+
+
+def _empty_folder(folder: Path, run_dir: Path) -> Path:
+    folder = folder.expanduser()
+    if folder.resolve() == run_dir.resolve() or run_dir.resolve() in folder.resolve().parents:
+        raise UsageError(f"--dry-run {folder}: choose a folder outside the run directory")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"--dry-run {folder}: exists and is not an empty folder; choose a new one")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _place(src: Path, dst: Path, *, link: bool) -> None:
+    """Hard link when allowed (no copy of big weights), else copy. Never touches ``src``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def stage_run(run_dir: Path, folder: Path, repo_id: str, *, with_checkpoints: bool = False, link: bool = True) -> list[str]:
+    """Fill ``folder`` with what a push of ``run_dir`` uploads; returns one-line notes."""
+    from zoo import cards
+
+    notes = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [*RUN_FILES, *cards.plots_of(run_dir)]:
+        if (run_dir / name).is_file():
+            _place(run_dir / name, folder / name, link=link)
+    if with_checkpoints:
+        for path in sorted((run_dir / "checkpoints").rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                _place(path, folder / path.relative_to(run_dir), link=link)
+    local = run_dir / "README.md"
+    text = local.read_text(encoding="utf-8", errors="replace") if local.is_file() else None
+    if text is not None and not cards.is_generated(text):
+        # The user edited the card in the run directory: publish their text, not a regenerated one.
+        (folder / "README.md").write_text(text, encoding="utf-8")
+        notes.append(f"README.md in {run_dir} was edited by hand: uploading it as it is (not regenerated)")
+    else:
+        (folder / "README.md").write_text(cards.card_for_run(run_dir, repo_id=repo_id), encoding="utf-8")
+    return notes
+
+
+def _publish(folder: Path, repo_id: str, *, private: bool, revision: str | None, commit_message: str,
+             overwrite_card: bool, notes: list[str], retry: str | None) -> dict:
+    """Create the repo if needed and commit ``folder`` to it as one commit (unchanged files skipped)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from zoo import cards
+
+    _quiet()
+    api = HfApi()
+    try:
+        url = _with_retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
+        info = _with_retry(lambda: _branch_info(api, repo_id, revision))
+        if private and not info.private:
+            notes.append(f"{repo_id} already exists and is public: --private applies only to new repos (change it in the repo settings)")
+        remote = {s.rfilename for s in info.siblings or []}
+        card = folder / "README.md"
+        if card.is_file() and "README.md" in remote and not overwrite_card:
+            online = _with_retry(lambda: _read_remote(repo_id, "README.md", info.sha))
+            if online != card.read_text(encoding="utf-8") and not cards.is_generated(online):
+                card.unlink()
+                notes.append(f"README.md on {repo_id} was edited by hand: kept it, uploaded everything else (--overwrite-card replaces it)")
+        files = _files(folder)
+
+        def commit_folder():
+            # Fresh operations on every attempt: each retry asks the Hub again which files it already
+            # holds, so a commit whose answer was lost is not made twice.
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
+            # create_commit rather than upload_folder: upload_folder may split a slow upload into several commits.
+            return api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
+
+        commit = _with_retry(commit_folder)
+    except ZooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        raise hub_error(exc, repo_id, push=True, retry=retry) from None
+    changed = commit.oid != info.sha
+    if not changed:
+        notes.append(f"nothing changed: {repo_id} already holds this run")
+    return {"repo_id": repo_id, "repo_url": str(url), "revision": revision or "main",
+            "commit": commit.oid if changed else None, "commit_url": commit.commit_url if changed else None,
+            "head": commit.oid, "files": files, "notes": notes, "dry_run": None}
+
+
+def _branch_info(api, repo_id: str, revision: str | None):
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        return api.model_info(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        if not revision:
+            raise
+        api.create_branch(repo_id, branch=revision, exist_ok=True)  # push to a new branch
+        return api.model_info(repo_id, revision=revision)
+
+
+def _read_remote(repo_id: str, filename: str, revision: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id, filename, revision=revision)).read_text(encoding="utf-8", errors="replace")
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure worth retrying: a 5xx/429/408 answer, a timeout or a network error."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return status in RETRY_STATUS
+    kinds: list[type] = [ConnectionError, TimeoutError]
+    for module in ("httpx2", "httpx"):
+        try:
+            mod = __import__(module)
+            kinds += [mod.TimeoutException, mod.NetworkError, mod.RemoteProtocolError]
+        except (ImportError, AttributeError):
+            pass
+    return isinstance(exc, tuple(kinds))
+
+
+def _with_retry(call: Callable[[], Any], waits: tuple[float, ...] = RETRY_WAITS) -> Any:
+    """Call, retrying transient failures with exponential backoff (huggingface_hub retries its own
+    preupload and LFS transfers; repo creation and the commit are retried here)."""
+    for wait in (*waits, None):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001
+            if wait is None or not _transient(exc):
+                raise
+            time.sleep(wait)
+
+
+# -- errors -------------------------------------------------------------------------------
+def _scrub(text: str) -> str:
+    """Blank out any token that might have slipped into a message."""
+    tokens = {os.environ.get(k) for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    try:
+        from huggingface_hub import get_token
+
+        tokens.add(get_token())
+    except Exception:  # noqa: BLE001
+        pass
+    for token in filter(None, tokens):
+        if len(token) >= 8:
+            text = text.replace(token, "***")
+    return text
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def _server_message(exc: Exception) -> str:
+    text = getattr(exc, "server_message", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return " ".join(str(text).split())[:200]
+
+
+def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None) -> ZooError:
+    """One line that says what went wrong with a Hub call and what to do; never the token.
+
+    ``push``: the call was part of a push (then a 401/404 means "log in"/"check the name" for
+    writing); ``retry``: the command that repeats the push, added to the line.
+    """
+    reason = _reason(exc, repo, push=push)
+    if retry:
+        reason += f"; the run directory was not changed; retry with: {retry}"
+    return ZooError(_scrub(" ".join(reason.split())))
+
+
+def _reason(exc: Exception, repo: str, *, push: bool) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    subject = f"push to {repo} failed" if push else f"hf-hub:{repo}"
+    status = _status(exc)
+    login = "log in: hf auth login or set HF_TOKEN"
     if isinstance(exc, GatedRepoError):
-        return ZooError(f"hf-hub:{repo} is gated: accept its terms on the Hub and log in (hf auth login or HF_TOKEN)")
+        return f"hf-hub:{repo} is gated: accept its terms on the Hub and {login}"
+    if status in (401, 403) and (push or not isinstance(exc, RepositoryNotFoundError)):
+        need = "a token with write access to it" if push else "a token that can read it"
+        return f"{subject}: the Hub refused the credentials (HTTP {status}); {login} ({need})"
     if isinstance(exc, RepositoryNotFoundError):
-        return ZooError(f"hf-hub:{repo} does not exist or is private: check the name, or log in (HF_TOKEN) if it is private")
+        if push:
+            return f"{subject}: the repo was not found (HTTP {status or 404}); check the name and that you may write to its namespace ({login})"
+        return f"hf-hub:{repo} does not exist or is private: check the name, or {login} if it is private"
     if isinstance(exc, RevisionNotFoundError):
-        return ZooError(f"hf-hub:{repo}: no such revision; check the part after '@'")
+        return f"{subject}: no such revision; check the part after '@' (or --revision)"
     # LocalEntryNotFoundError subclasses EntryNotFoundError: it means "not cached, Hub not reachable".
-    if isinstance(exc, LocalEntryNotFoundError) or "offline" in str(exc).lower() or isinstance(exc, (ConnectionError, OSError)):
-        where = "offline mode (HF_HUB_OFFLINE=1) and it is not in the cache" if constants.HF_HUB_OFFLINE else f"cannot reach the Hub at {constants.ENDPOINT}"
-        return ZooError(f"hf-hub:{repo}: {where}; connect to the network (or set HF_ENDPOINT) and run again to fill the cache")
+    if isinstance(exc, LocalEntryNotFoundError) or (not isinstance(exc, HfHubHTTPError) and "offline" in str(exc).lower()):
+        if constants.HF_HUB_OFFLINE:
+            return (f"hf-hub:{repo}: offline mode (HF_HUB_OFFLINE=1) and it is not in the cache; "
+                    "run once with the network (without HF_HUB_OFFLINE) to fill the cache")
+        return (f"hf-hub:{repo}: cannot reach the Hub at {constants.ENDPOINT}; connect to the network "
+                "(or set HF_ENDPOINT) and run again to fill the cache")
     if isinstance(exc, EntryNotFoundError):
-        return ZooError(f"hf-hub:{repo} has no such file: is it a zoo or timm model repo?")
-    return ZooError(f"hf-hub:{repo}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return f"hf-hub:{repo} has no such file: is it a zoo or timm model repo?"
+    if status is not None:
+        detail = _server_message(exc)
+        if status == 404:
+            return f"{subject}: not found on the Hub (HTTP 404: {detail}); check the name and revision"
+        if status == 409:
+            return f"{subject}: conflict on the Hub (HTTP 409: {detail}); another operation on the repo may be running, wait and try again"
+        if status == 412:
+            return f"{subject}: the repo changed during the upload (HTTP 412); run again"
+        if status == 429:
+            return f"{subject}: too many requests (HTTP 429); wait a few minutes and try again"
+        if status >= 500:
+            return f"{subject}: the Hub had a server error (HTTP {status}: {detail}) and retries did not help; try again later"
+        return f"{subject}: the Hub answered HTTP {status}: {detail}"
+    if _transient(exc) or isinstance(exc, (ConnectionError, OSError)):
+        return f"{subject}: cannot reach the Hub at {constants.ENDPOINT} ({type(exc).__name__}); check the network or HF_ENDPOINT and run again"
+    return f"{subject}: {type(exc).__name__}: {_server_message(exc)}"

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ class FinetuneConfig:
     head_opts: dict = field(default_factory=dict)
     freeze: str = "none"
     freeze_opts: dict = field(default_factory=dict)
+    model_args: dict = field(default_factory=dict)  # passed to timm.create_model (e.g. drop_path_rate)
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.05
@@ -117,14 +119,22 @@ class Result:
     run_dir: Path
     metrics: dict  # the best epoch's evaluation (or the last epoch's without a validation split)
     history: list[dict]
+    hub: dict | None = None  # the answer of the end-of-run push, when there was one
 
 
 class Trainer:
-    """Set up with a config, then ``fit()``. Plugins may set ``trainer.should_stop = True``."""
+    """Set up with a config, then ``fit()``. Plugins may set ``trainer.should_stop = True``.
 
-    def __init__(self, config: FinetuneConfig, *, out: Path | None = None, resume: Path | None = None, reporter=None):
+    ``on_best(run_dir)``, when given, is called after each new best checkpoint is written (the CLI
+    and ``zoo.finetune(push_to_hub=...)`` pass one that publishes it; the trainer itself never
+    talks to the Hub).
+    """
+
+    def __init__(self, config: FinetuneConfig, *, out: Path | None = None, resume: Path | None = None, reporter=None,
+                 on_best: Callable[[Path], None] | None = None):
         config.validate()
         self.config, self.should_stop, self.reporter = config, False, reporter or Reporter(quiet=True)
+        self.on_best = on_best
         self.resume_state = None
         if resume is not None:
             self.run_dir = Path(resume)
@@ -151,7 +161,7 @@ class Trainer:
         except TypeError as exc:
             raise UsageError(f"freeze policy '{cfg.freeze}': {exc}") from None
         self.model = backbones.create(self.spec, num_classes=len(self.classes), head=cfg.head, head_opts=cfg.head_opts,
-                                      pretrained=cfg.pretrained, seed=cfg.seed)
+                                      pretrained=cfg.pretrained, seed=cfg.seed, model_args=cfg.model_args)
         self.groups = freeze.param_groups(self.model)
         self.schedule = freeze.schedule(self.policy, len(self.groups), cfg.epochs)
         if not any(s.trainable for _, settings in self.schedule for s in settings):
@@ -166,7 +176,7 @@ class Trainer:
                          "std": tuple(dcfg["std"]), "crop_pct": float(dcfg["crop_pct"]), "crop_mode": "center"}
         self.pre = data.Preprocess(size, self.data_cfg["crop_pct"], self.data_cfg["interpolation"])
         self.train_data = self.reporter.decode("train", train, self.pre, cfg.strict)
-        self.val_data = self.reporter.decode("val", val, self.pre, cfg.strict) if val is not None and len(val) else None
+        self.val_data = self.reporter.decode(self.eval_split, val, self.pre, cfg.strict) if val is not None and len(val) else None
         n = len(self.train_data.labels)
         if cfg.batch_size > n:
             raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images: use at most {n}")
@@ -232,7 +242,7 @@ class Trainer:
                 if self.should_stop and self.batch < self.batches_per_epoch:
                     break  # interrupted mid-epoch: checkpoint written, resume continues this epoch
                 metrics = self._end_epoch()
-                fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch - 1, metrics=metrics)
+                fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch, metrics=metrics)
                 if self.should_stop and self.epoch < cfg.epochs:
                     break
             self.reporter.stop()
@@ -297,17 +307,19 @@ class Trainer:
                   **{f"val_{k}": v for k, v in evaluated.items() if k in ("loss", "top1", "top5")}}
         self.history.append(record)
         runs.append_line(self.run_dir / runs.METRICS, record)
-        score = None
+        score, improved = None, False
         if evaluated:
             score = evaluated["top1"] if self.config.metric == "top1" else -evaluated["loss"]
         if score is not None and (self.best is None or score > self.best["score"]):
             self.best = {"score": score, "epoch": self.epoch, "metrics": _jsonable(evaluated)}
-            self.bad_epochs = 0
+            self.bad_epochs, improved = 0, True
             runs.save_weights(self.run_dir / runs.BEST, self._eval_model().state_dict())
         else:
             self.bad_epochs += 1
         self._save_last()
         self.reporter.epoch(self, record)
+        if improved and self.on_best is not None:
+            self.on_best(self.run_dir)
         return record
 
     def _early_stopped(self) -> bool:
@@ -496,7 +508,7 @@ def plan(config: FinetuneConfig) -> dict:
     except TypeError as exc:
         raise UsageError(f"freeze policy '{config.freeze}': {exc}") from None
     model = backbones.create(spec, num_classes=len(dataset.classes), head=config.head, head_opts=config.head_opts,
-                             pretrained=False, seed=config.seed)
+                             pretrained=False, seed=config.seed, model_args=config.model_args)
     groups = freeze.param_groups(model)
     changes = freeze.schedule(policy, len(groups), config.epochs)
     rows = []

@@ -1,0 +1,83 @@
+"""``zoo compare``: which pretrained backbone to start from, by a quick linear probe.
+
+Each candidate's frozen features (timm's pooled pre-logits) are extracted once for the
+training and validation images, a multinomial logistic regression (scikit-learn) is fitted
+on them, and candidates are ranked by validation accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zoo import backbones, data
+from zoo.errors import UsageError
+from zoo.registry import resolve
+
+
+@dataclass
+class Candidate:
+    name: str
+    source: str
+    top1: float
+    seconds: float
+    params_m: float
+    feature_dim: int
+
+
+@torch.inference_mode()
+def features(model, decoded: data.Decoded, mean, std, batch_size: int = 256) -> np.ndarray:
+    """Pooled pre-logit features of every decoded image (eval mode, float32)."""
+    model.eval()
+    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std).view(1, 3, 1, 1) * 255
+    out = []
+    for start in range(0, len(decoded.labels), batch_size):
+        x = (decoded.images[start:start + batch_size].float() - mean) / std
+        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+    return torch.cat(out).numpy()
+
+
+def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
+    """Validation accuracy of a logistic regression on standardized features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0, random_state=seed))
+    clf.fit(train_x, train_y)
+    return float(clf.score(val_x, val_y))
+
+
+def compare(names: list[str], *, data_spec: str, shots: int | None = None, img_size: int | None = None,
+            val_split: float = 0.2, seed: int = 0, progress=None) -> list[Candidate]:
+    """Rank backbones by linear-probe validation accuracy on ``data_spec`` (best first)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    if len(names) < 1:
+        raise UsageError("name at least one backbone to compare")
+    dataset = data.open_dataset(data_spec)
+    train, val, _ = data.train_val(dataset, val_split=val_split, seed=seed, shots=shots)
+    if val is None or not len(val):
+        raise UsageError(f"'{data_spec}' has no validation images: use --val-split")
+    results = []
+    for name in names:
+        start = time.perf_counter()
+        spec = resolve(name)
+        model = backbones.create(spec, num_classes=len(dataset.classes), pretrained=True, seed=seed)
+        inner = backbones.timm_model(model)
+        cfg = resolve_data_config({}, model=inner)
+        pre = data.Preprocess(img_size or int(cfg["input_size"][-1]), float(cfg["crop_pct"]), cfg["interpolation"])
+        tr, va = data.decode(train, pre), data.decode(val, pre)
+        tx, vx = features(inner, tr, cfg["mean"], cfg["std"]), features(inner, va, cfg["mean"], cfg["std"])
+        top1 = probe(tx, tr.labels.numpy(), vx, va.labels.numpy(), seed)
+        params = sum(p.numel() for p in inner.parameters()) / 1e6
+        results.append(Candidate(name, spec.source, top1, time.perf_counter() - start, round(params, 2), tx.shape[1]))
+        if progress:
+            progress(results[-1])
+        del model, inner
+    return sorted(results, key=lambda c: (-c.top1, c.seconds))
