@@ -101,7 +101,7 @@ def write_report(out: Path, title: str, results: list[dict], methods: list[str],
     import matplotlib.pyplot as plt
 
     stats = summarize(results)
-    lines = [f"| method | " + " | ".join(f"{s} shots" for s in shots) + " |", "|---|" + "---|" * len(shots)]
+    lines = ["| method | " + " | ".join(f"{s} shots" for s in shots) + " |", "|---|" + "---|" * len(shots)]
     for m in methods:
         cells = [f"{stats[(m, s)][0]:.3f} ± {stats[(m, s)][1]:.3f}" if (m, s) in stats else "-" for s in shots]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")

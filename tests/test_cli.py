@@ -80,7 +80,7 @@ def test_unknown_names_are_one_line_usage_errors(run):
     (["--lr", "-0.1"], "--lr must be a positive"),
     (["--batch-size", "100000"], "larger than the"),
     (["--device", "cuda"], "CUDA is not available"),
-    (["--freeze", "last-n", "--freeze-opt", "n=zero"], "must be a number"),
+    (["--freeze", "last-n", "--freeze-opt", "n=zero"], "must be a whole number"),
     (["--head-opt", "nonsense"], "KEY=VALUE"),
 ])
 def test_bad_finetune_options(run, tmp_path, args, message):
@@ -136,3 +136,8 @@ def test_debug_shows_traceback(tmp_path):
     env.pop("ZOO_DEBUG")
     proc = subprocess.run([sys.executable, "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_unknown_tag_of_a_real_architecture(run):
+    result = run("info", "resnet18.nope")
+    assert result.exit_code == 2 and result.stderr.startswith("Error: unknown backbone 'resnet18.nope'")

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import zoo
 from conftest import FAST, make_image_folder
@@ -24,7 +24,7 @@ def _groups_of(model_state, head="linear"):
 
 
 def test_head_only_keeps_backbone_and_batchnorm_bit_identical(tmp_path):
-    result = zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="head-only", **FAST)
+    zoo.finetune(data="synthetic", out=tmp_path / "r", freeze="head-only", **FAST)
     before, after = _initial(), load_file(tmp_path / "r" / "model.safetensors")
     assert set(before) == set(after)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -45,7 +45,7 @@ def test_last_n_changes_exactly_the_groups_it_names(tmp_path):
 
 
 class StopAt(Reporter):
-    """Asks the trainer to stop after a given batch of a given epoch (as Ctrl-C would)."""
+    """Interrupts the trainer after a given batch of a given epoch (as Ctrl-C would)."""
 
     def __init__(self, epoch, batch):
         super().__init__()
@@ -53,24 +53,16 @@ class StopAt(Reporter):
 
     def batch(self, trainer, n, loss):
         if (trainer.epoch, trainer.batch) == self.at:
-            trainer.should_stop = True
+            trainer.interrupted = True
 
 
 @pytest.mark.parametrize("stop", [(0, 3), (1, 0)], ids=["mid-epoch", "after-epoch-1"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop):
     opts = dict(FAST, epochs=3, aug="default", head="mlp", head_opts={"dropout": 0.3}, warmup_epochs=1, ema_decay=0.9)
     full = zoo.finetune(data="synthetic", out=tmp_path / "full", **opts)
-    reporter = StopAt(*stop) if stop[1] else None
-    if reporter is None:  # stop right after epoch 1 through a trainer event (as a plugin would)
-        class Plugin:
-            @zoo.hookimpl
-            def zoo_on_epoch_end(self, trainer, epoch, metrics):
-                if epoch == stop[0]:
-                    trainer.should_stop = True
-
-        from zoo.plugins import get_plugins
-
-        get_plugins().add(Plugin(), "stopper")
+    reporter = StopAt(*stop)
+    if not stop[1]:  # interrupt right after an epoch's checkpoint
+        reporter.epoch = lambda trainer, record: setattr(trainer, "interrupted", record["epoch"] == stop[0])
     with pytest.raises(Interrupted, match=f"resume with: zoo finetune --resume {tmp_path / 'part'}"):
         zoo.finetune(data="synthetic", out=tmp_path / "part", reporter=reporter, **opts)
     assert not (tmp_path / "part" / "model.safetensors").exists()
@@ -346,3 +338,53 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
                           capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").is_file()
+
+
+def test_plugin_should_stop_ends_training_and_completes_the_run(tmp_path):
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_on_epoch_end(self, trainer, epoch, metrics):
+            trainer.should_stop = epoch >= 1
+
+    from zoo.plugins import get_plugins
+
+    get_plugins().add(Plugin(), "stopper")
+    result = zoo.finetune(data="synthetic", out=tmp_path / "r", **dict(FAST, epochs=5))
+    assert len(result.history) == 1 and (tmp_path / "r" / "model.safetensors").is_file()
+
+
+def test_plugin_factory_failures_are_one_line_errors(tmp_path, run):
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_register_heads(self, register):
+            register("exploding", lambda model, num_classes: 1 / 0)
+
+    from zoo.plugins import get_plugins
+
+    get_plugins().add(Plugin(), "exploder")
+    with pytest.raises(ZooError, match=r"head 'exploding' \(plugin 'exploder'\) failed: ZeroDivisionError"):
+        zoo.finetune(data="synthetic", out=tmp_path / "r", head="exploding", **FAST)
+
+
+def test_resume_refuses_changed_options(tmp_path, run):
+    with pytest.raises(Interrupted):
+        zoo.finetune(data="synthetic", out=tmp_path / "r", reporter=StopAt(0, 2), **FAST)
+    result = run("finetune", "--resume", tmp_path / "r", "--lr", "0.5")
+    assert result.exit_code == 2 and "only --epochs, --device and --patience may change (remove --lr)" in result.stderr
+
+
+def test_folder_with_only_a_train_subfolder(tmp_path):
+    from zoo.data import open_dataset
+
+    make_image_folder(tmp_path / "d" / "train")
+    ds = open_dataset(str(tmp_path / "d"))
+    assert ds.classes == ["cat", "dog"] and list(ds.splits) == ["train"]
+
+
+def test_run_files_get_the_users_usual_permissions(tmp_path):
+    import os
+
+    zoo.finetune(data="synthetic", out=tmp_path / "r", **dict(FAST, epochs=1))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r" / "config.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -105,7 +105,12 @@ def _config_from_run(run_dir: Path, overrides: dict) -> Any:
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    values.update({k: v for k, v in overrides.items() if k in ("epochs", "device", "patience")})
+    changeable = {"epochs", "device", "patience"}
+    fixed = sorted(k for k in overrides if k not in changeable)
+    if fixed:
+        raise UsageError(f"--resume continues the run as configured: only --epochs, --device and --patience may change "
+                         f"(remove {', '.join('--' + k.replace('_', '-') for k in fixed)})")
+    values.update(overrides)
     return FinetuneConfig.from_dict(values)
 
 

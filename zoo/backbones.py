@@ -40,13 +40,17 @@ def classifier_param_names(model: nn.Module) -> set[str]:
 
 
 def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_opts: dict | None = None,
-           pretrained: bool = True, seed: int = 0, model_args: dict | None = None) -> nn.Module:
-    """A backbone with a ``num_classes`` head; weights from the spec's source when ``pretrained``."""
+           pretrained: bool = True, seed: int = 0, model_args: dict | None = None,
+           classes: list[str] | None = None) -> nn.Module:
+    """A backbone with a ``num_classes`` head; weights from the spec's source when ``pretrained``.
+
+    A saved model's classifier is kept only when ``classes`` are the ones it was trained on.
+    """
     import timm
 
-    from zoo.plugins import lookup
+    from zoo.plugins import build, lookup
 
-    factory = lookup("heads", head).obj
+    lookup("heads", head)  # an unknown head fails before anything is built
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
     folder = _zoo_folder(spec) if pretrained else None
     if folder is not None and _zoo_head(folder) not in (None, "linear"):
@@ -60,10 +64,9 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
             model = timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
             raise _build_error(spec, pretrained, exc) from None
-    try:
-        return factory(model, num_classes, **(head_opts or {}))
-    except TypeError as exc:
-        raise UsageError(f"head '{head}': {exc}") from None
+        if folder is not None and classes is not None and _label_names(folder) != list(classes):
+            model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
+    return build("heads", head, model, num_classes, **(head_opts or {}))
 
 
 def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooError:
@@ -87,6 +90,13 @@ def _zoo_folder(spec: BackboneSpec) -> Path | None:
 
         return hub.download_file(spec.source.removeprefix("hf-hub:"), "config.json").parent
     return None
+
+
+def _label_names(folder: Path) -> list | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("label_names")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _zoo_head(folder: Path) -> str | None:
@@ -152,9 +162,9 @@ def load_folder(folder: Path) -> Loaded:
         model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=num_classes, **model_args)
     except Exception as exc:  # noqa: BLE001
         raise ZooError(f"{folder}/config.json names a model timm cannot build: {exc}") from None
-    from zoo.plugins import lookup
+    from zoo.plugins import build
 
-    model = lookup("heads", head["name"]).obj(model, num_classes, **head.get("options", {}))
+    model = build("heads", head["name"], model, num_classes, **head.get("options", {}))
     state = read_weights(folder / "model.safetensors")
     try:
         model.load_state_dict(state, strict=True)

@@ -167,7 +167,7 @@ def render(config: dict, run_config: dict, *, metrics: dict, plots: list[str], t
     body = f"""
 # {title}
 
-`{backbone.get('name') or config.get('architecture')}` ({source}) fine-tuned with [zoo](https://github.com/) on **{dataset_name}**
+`{backbone.get('name') or config.get('architecture')}` ({source}) fine-tuned with zoo on **{dataset_name}**
 ({len(classes)} classes: {shown}).
 
 ## Results ({split})

@@ -69,6 +69,8 @@ def cli():
       zoo info resnet18
       zoo finetune resnet18 --data ./photos --freeze head-only --epochs 5
       zoo predict runs/photos-r18 img.jpg
+      zoo push runs/photos-r18 me/photos-r18
+      zoo compare zoo-fmnist-resnet resnet18 --data ./photos --shots 10
 
     Set ZOO_DEBUG=1 to see tracebacks.
     """

@@ -102,11 +102,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def open_dataset(spec: str) -> Dataset:
     """Open a data spec through the dataset plugin that registered its name."""
-    from zoo.plugins import lookup
+    from zoo.plugins import build, lookup
 
     name, arg = parse_spec(spec)
     entry = lookup("datasets", name)
-    dataset = entry.obj(arg)
+    dataset = build("datasets", name, arg)
     if not isinstance(dataset, Dataset) or "train" not in dataset.splits:
         raise ZooError(f"dataset plugin '{entry.plugin}' returned no 'train' split for '{spec}'")
     if len(dataset.classes) < 2:

@@ -129,13 +129,13 @@ class Plugins:
             callers = self.pm.get_hookcallers(module) or []
             for hook in callers:
                 if not hook.has_spec():  # pluggy accepts unknown zoo_* names silently; a typo should not be
-                    self._fail(info, f"implements unknown hook '{hook.name}' (see 'zoo plugins' docs for the hook names)")
+                    self._fail(info, f"implements unknown hook '{hook.name}'", skipped="that function is never called; see docs/plugins.md")
             info.hooks = sorted(hook.name for hook in callers if hook.has_spec())
         self.info[name] = info
 
-    def _fail(self, info: PluginInfo, message: str) -> None:
+    def _fail(self, info: PluginInfo, message: str, *, skipped: str = "skipped") -> None:
         info.errors.append(message)
-        warn(f"plugin '{info.name}' {message} (skipped)")
+        warn(f"plugin '{info.name}' {message} ({skipped})")
 
     # -- calling -------------------------------------------------------------------
     def call(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
@@ -157,8 +157,9 @@ class Plugins:
         entries: dict[str, Entry] = {}
         current = {"plugin": ""}
 
-        def register(name, obj=None, *, description: str = "", **meta) -> None:
+        def register(name, obj=None, /, *, description: str = "", **meta) -> None:
             plugin = current["plugin"]
+            obj = obj if obj is not None else meta.pop("factory" if kind != "backbones" else "source", None)
             if not isinstance(name, str) or not _NAME.match(name):
                 raise ValueError(f"invalid {kind} name {name!r}")
             if kind == "backbones":
@@ -214,11 +215,29 @@ def lookup(kind: str, name: str) -> Entry:
 
     entries = get_plugins().collect(kind)
     if name not in entries:
-        label = {"freeze": "freeze policy", "heads": "head", "datasets": "dataset", "backbones": "backbone"}[kind]
+        label = LABELS[kind]
         raise NotFoundError(
             f"unknown {label} '{name}'.{closest(name, entries)} Run 'zoo list {kind}' to see them all."
         )
     return entries[name]
+
+
+LABELS = {"freeze": "freeze policy", "heads": "head", "datasets": "dataset", "backbones": "backbone"}
+
+
+def build(kind: str, name: str, *args, **kwargs) -> Any:
+    """Call a registered factory; its failures become one-line errors naming the plugin."""
+    from zoo.errors import UsageError, ZooError
+
+    entry = lookup(kind, name)
+    try:
+        return entry.obj(*args, **kwargs)
+    except ZooError:
+        raise
+    except TypeError as exc:  # almost always a bad option name or value
+        raise UsageError(f"{LABELS[kind]} '{name}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not shown as a traceback
+        raise ZooError(f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}') failed: {type(exc).__name__}: {exc}") from None
 
 
 def fire(event: str, **kwargs) -> None:

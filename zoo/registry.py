@@ -1,13 +1,14 @@
 """Backbone names -> specs. Nothing is downloaded or built here.
 
 Sources merge in this order, later ones overriding earlier ones by name:
-  1. the packaged ``registry.yaml``
-  2. what plugins register through ``zoo_register_backbones``
-  3. the user file ``$XDG_CONFIG_HOME/zoo/registry.yaml`` (default ``~/.config/zoo/registry.yaml``)
-  4. each file in ``ZOO_REGISTRY`` (separated by ``os.pathsep``), in order
+  1. what plugins register through ``zoo_register_backbones``: first the built-in plugin
+     ``zoo.backbones`` (the packaged ``registry.yaml``), then installed plugins; between
+     plugins the first registration wins, so a plugin cannot silently replace a packaged name
+  2. the user file ``$XDG_CONFIG_HOME/zoo/registry.yaml`` (default ``~/.config/zoo/registry.yaml``)
+  3. each file in ``ZOO_REGISTRY`` (separated by ``os.pathsep``), in order
 
-``resolve(name)`` tries: an explicit prefix (``timm:``, ``hf-hub:``, ``local-dir:``) or a
-path > a registry name > any timm model name > an error naming the closest matches.
+``resolve(name)`` tries: an explicit prefix (``timm:``, ``hf-hub:``, ``local-dir:``) > a
+registry name > a path to a model folder > any timm model name > an error naming the closest matches.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class Registry:
     def load(cls) -> "Registry":
         from zoo.plugins import get_plugins
 
-        specs = dict(load_registry_file(packaged_registry()))
+        specs: dict[str, BackboneSpec] = {}
         for name, entry in get_plugins().collect("backbones").items():
             try:
                 specs[name] = parse_source(entry.obj, name=name, meta=entry.meta | {"description": entry.description}, origin=entry.plugin)
@@ -164,7 +165,7 @@ class Registry:
         return cls(specs)
 
     def resolve(self, name: str) -> BackboneSpec:
-        """Explicit prefix or path > registry name > timm model name > error."""
+        """Explicit prefix > registry name > model folder path > timm model name > error."""
         name = name.strip()
         if name.startswith(PREFIXES):
             return parse_source(name)
@@ -189,14 +190,8 @@ class Registry:
         for name, spec in self.specs.items():
             if pattern and not _match(pattern, name, spec.source):
                 continue
-            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": _provider(spec.origin)})
+            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": spec.origin})
         return sorted(rows, key=lambda r: natural_key(r["name"]))
-
-
-def _provider(origin: str) -> str:
-    if not origin:
-        return ""
-    return "registry.yaml" if origin == str(packaged_registry()) else origin
 
 
 def _match(pattern: str, *names: str) -> bool:
@@ -220,7 +215,10 @@ def _is_timm_model(name: str) -> bool:
     arch, _, tag = name.partition(".")
     if not timm.is_model(arch):
         return False
-    return not tag or get_pretrained_cfg(name) is not None
+    try:
+        return not tag or get_pretrained_cfg(name) is not None
+    except (RuntimeError, ValueError, KeyError):  # a real architecture with an unknown tag
+        return False
 
 
 def _timm_names() -> list[str]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from zoo import backbones, data, freeze, runs
 from zoo.errors import UsageError, ZooError
-from zoo.plugins import fire, lookup
+from zoo.plugins import build, fire
 from zoo.registry import resolve
 
 
@@ -123,7 +123,11 @@ class Result:
 
 
 class Trainer:
-    """Set up with a config, then ``fit()``. Plugins may set ``trainer.should_stop = True``.
+    """Set up with a config, then ``fit()``.
+
+    A plugin may set ``trainer.should_stop = True`` in an event: training ends after that epoch
+    and the run directory is completed (as with early stopping). ``trainer.interrupted`` is set by
+    Ctrl-C / SIGTERM: the step finishes, a checkpoint is written, and ``--resume`` continues.
 
     ``on_best(run_dir)``, when given, is called after each new best checkpoint is written (the CLI
     and ``zoo.finetune(push_to_hub=...)`` pass one that publishes it; the trainer itself never
@@ -133,7 +137,8 @@ class Trainer:
     def __init__(self, config: FinetuneConfig, *, out: Path | None = None, resume: Path | None = None, reporter=None,
                  on_best: Callable[[Path], None] | None = None):
         config.validate()
-        self.config, self.should_stop, self.reporter = config, False, reporter or Reporter(quiet=True)
+        self.config, self.reporter = config, reporter or Reporter(quiet=True)
+        self.should_stop = self.interrupted = False
         self.on_best = on_best
         self.resume_state = None
         if resume is not None:
@@ -155,13 +160,10 @@ class Trainer:
         train, val, self.eval_split = data.train_val(self.dataset, val_split=cfg.val_split, seed=cfg.seed, shots=cfg.shots)
         if self.resume_state is not None:
             self._check_resumable(self.resume_state)
-        policy_entry = lookup("freeze", cfg.freeze)
-        try:
-            self.policy = policy_entry.obj(**cfg.freeze_opts)
-        except TypeError as exc:
-            raise UsageError(f"freeze policy '{cfg.freeze}': {exc}") from None
+        self.policy = build("freeze", cfg.freeze, **cfg.freeze_opts)
         self.model = backbones.create(self.spec, num_classes=len(self.classes), head=cfg.head, head_opts=cfg.head_opts,
-                                      pretrained=cfg.pretrained, seed=cfg.seed, model_args=cfg.model_args)
+                                      pretrained=cfg.pretrained, seed=cfg.seed, model_args=cfg.model_args,
+                                      classes=self.classes)
         self.groups = freeze.param_groups(self.model)
         self.schedule = freeze.schedule(self.policy, len(self.groups), cfg.epochs)
         if not any(s.trainable for _, settings in self.schedule for s in settings):
@@ -239,14 +241,14 @@ class Trainer:
             self.reporter.start(self)
             while self.epoch < cfg.epochs and not self._early_stopped():
                 self._train_epoch()
-                if self.should_stop and self.batch < self.batches_per_epoch:
+                if self.interrupted and self.batch < self.batches_per_epoch:
                     break  # interrupted mid-epoch: checkpoint written, resume continues this epoch
                 metrics = self._end_epoch()
                 fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch, metrics=metrics)
-                if self.should_stop and self.epoch < cfg.epochs:
+                if self.interrupted or self.should_stop:
                     break
             self.reporter.stop()
-            if self.epoch < cfg.epochs and not self._early_stopped():
+            if self.interrupted and self.epoch < cfg.epochs and not self._early_stopped():
                 raise Interrupted(f"interrupted; resume with: zoo finetune --resume {self.run_dir}")
             result = self._finish()
             fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
@@ -280,7 +282,7 @@ class Trainer:
             totals["correct"] += int((logits.argmax(1) == y).sum())
             totals["seen"] += len(y)
             self.reporter.batch(self, len(y), loss.item())
-            if self.should_stop and self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch:
+            if self.interrupted and self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch:
                 self._save_last()
                 return
         elapsed = time.perf_counter() - start
@@ -314,7 +316,7 @@ class Trainer:
             self.best = {"score": score, "epoch": self.epoch, "metrics": _jsonable(evaluated)}
             self.bad_epochs, improved = 0, True
             runs.save_weights(self.run_dir / runs.BEST, self._eval_model().state_dict())
-        else:
+        elif score is not None:  # without an evaluation split there is nothing to stop early on
             self.bad_epochs += 1
         self._save_last()
         self.reporter.epoch(self, record)
@@ -465,9 +467,9 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum, frame):
-        if self.trainer.should_stop:
+        if self.trainer.interrupted:
             raise KeyboardInterrupt
-        self.trainer.should_stop = True
+        self.trainer.interrupted = True
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -503,10 +505,7 @@ def plan(config: FinetuneConfig) -> dict:
     config.validate()
     spec = resolve(config.backbone)
     dataset = data.open_dataset(config.data)
-    try:
-        policy = lookup("freeze", config.freeze).obj(**config.freeze_opts)
-    except TypeError as exc:
-        raise UsageError(f"freeze policy '{config.freeze}': {exc}") from None
+    policy = build("freeze", config.freeze, **config.freeze_opts)
     model = backbones.create(spec, num_classes=len(dataset.classes), head=config.head, head_opts=config.head_opts,
                              pretrained=False, seed=config.seed, model_args=config.model_args)
     groups = freeze.param_groups(model)

@@ -70,7 +70,8 @@ def imagefolder(arg: str | None):
     if not root.exists():
         raise UsageError(f"image folder {root} does not exist")
     present = {name: root / name for name in SPLIT_DIRS if (root / name).is_dir()}
-    if "train" in present and len(present) > 1:
+    subdirs = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if "train" in present and (len(present) > 1 or subdirs <= set(SPLIT_DIRS)):
         classes, paths, labels = _class_folder(present.pop("train"))
         splits = {"train": file_split(paths, labels)}
         for name, folder in present.items():

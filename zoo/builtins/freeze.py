@@ -38,9 +38,12 @@ def _head_only(epoch, n):
 
 def _positive(name, value, kind=int):
     try:
-        value = kind(value)
+        number = float(value)
+        if kind is int and number != int(number):
+            raise ValueError
+        value = kind(number)
     except (TypeError, ValueError):
-        raise UsageError(f"freeze option {name} must be a number, got {value!r}") from None
+        raise UsageError(f"freeze option {name} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
     if value <= 0:
         raise UsageError(f"freeze option {name} must be positive, got {value}")
     return value
@@ -48,7 +51,7 @@ def _positive(name, value, kind=int):
 
 def last_n(n=1):
     n = _positive("n", n)
-    return Policy(lambda epoch, groups: [(i >= groups - 1 - n, 1.0) for i in range(groups)], n=n)
+    return Policy(lambda epoch, groups: [(i >= groups - 1 - n, float(i >= groups - 1 - n)) for i in range(groups)], n=n)
 
 
 def _decayed(decay, groups):
