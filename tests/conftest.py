@@ -65,3 +65,15 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20,
 
 
 FAST = dict(backbone="test_resnet", pretrained=False, img_size=32, batch_size=16, epochs=2, seed=0, aug="none")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where a CUDA device is present."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

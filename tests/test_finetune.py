@@ -388,3 +388,11 @@ def test_run_files_get_the_users_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r" / "config.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.cuda
+def test_cuda_bf16_channels_last_run_matches_the_contract(tmp_path):
+    result = zoo.finetune(data="synthetic", out=tmp_path / "r", device="cuda", **dict(FAST, epochs=3))
+    model, transform, classes = zoo.load(tmp_path / "r")  # loads on CPU from safetensors
+    assert result.metrics["top1"] > 0.5 and len(classes) == 4
+    assert "device: cuda" in (tmp_path / "r" / "run_config.yaml").read_text()
