@@ -37,6 +37,10 @@ def main() -> int:
         rows.append((label, backbone, result.metrics["top1"], seconds))
         print(f"  {label:<15} top-1 {result.metrics['top1']:.3f}   {seconds:5.1f} s", flush=True)
     print_table(rows)
+    best = max(rows[:3], key=lambda r: r[2])
+    gain = best[2] - rows[3][2]
+    print(f"best use of the pretrained backbone: {best[0]} ({best[2]:.3f}), {gain:+.3f} against training from scratch"
+          + ("" if gain > 0.01 else ": on these digits, Fashion-MNIST features do not buy much (see docs/results.md)"))
     plot(rows, out / "demo.png")
     print(f"\nplot: {out / 'demo.png'}\ntry:  .venv/bin/zoo predict {out / 'full'} IMAGE.png")
     return 0
