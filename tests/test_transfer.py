@@ -8,7 +8,6 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from conftest import FAST
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "zoo-fmnist-resnet"
 
