@@ -36,6 +36,14 @@ def _reset():
     ZooGroup._plugins_loaded = False
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request):
+    """Faults injected into a module's Hub test server never leak into the next test."""
+    yield
+    if "server" in request.fixturenames:
+        request.getfixturevalue("server").clear_faults()
+
+
 @pytest.fixture
 def run(tmp_path):
     """Invoke the CLI in-process; returns click's Result (stdout and stderr separate)."""

@@ -73,13 +73,6 @@ def server(tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_faults(request):
-    yield
-    if "server" in request.fixturenames:
-        request.getfixturevalue("server").clear_faults()
-
-
 @pytest.fixture(scope="module")
 def upload_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("upload")
