@@ -217,7 +217,7 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
 
     def one(i: int):
         try:
-            with _opened(split, i) as img:
+            with split.load(i) as img:  # PIL images close their file on exit
                 return pre(img)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return exc
@@ -244,21 +244,6 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
     images = torch.from_numpy(out[keep] if not keep.all() else out)
     labels = torch.from_numpy(split.labels[keep])
     return Decoded(images, labels, skipped)
-
-
-class _opened:
-    """Context manager that closes file-backed images after use."""
-
-    def __init__(self, split: Split, i: int):
-        self.img = split.load(i)
-
-    def __enter__(self):
-        return self.img
-
-    def __exit__(self, *exc):
-        close = getattr(self.img, "close", None)
-        if close:
-            close()
 
 
 def _reason(exc: BaseException) -> str:

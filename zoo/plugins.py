@@ -138,17 +138,10 @@ class Plugins:
         warn(f"plugin '{info.name}' {message} ({skipped})")
 
     # -- calling -------------------------------------------------------------------
-    def call(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
+    def call(self, hook_name: str, **kwargs) -> None:
         """Call every implementation of a hook, built-ins first; a failure skips that plugin."""
-        results = []
         for impl in self.pm.hook.__dict__[hook_name].get_hookimpls():
-            if self.trace:
-                print(f"zoo: hook {hook_name} -> {impl.plugin_name}", file=sys.stderr)
-            try:
-                results.append((impl.plugin_name, impl.function(**{a: kwargs[a] for a in impl.argnames})))
-            except Exception as exc:  # noqa: BLE001 - isolate plugins from each other
-                self._fail(self.info[impl.plugin_name], f"raised in {hook_name}: {type(exc).__name__}: {exc}")
-        return results
+            self.call_one(impl, hook_name, **kwargs)
 
     def collect(self, kind: str) -> dict[str, Entry]:
         """Everything registered of one kind (backbones, heads, freeze, datasets), by name."""
