@@ -396,3 +396,17 @@ def test_cuda_bf16_channels_last_run_matches_the_contract(tmp_path):
     model, transform, classes = zoo.load(tmp_path / "r")  # loads on CPU from safetensors
     assert result.metrics["top1"] > 0.5 and len(classes) == 4
     assert "device: cuda" in (tmp_path / "r" / "run_config.yaml").read_text()
+
+
+def test_unicode_class_names_are_kept_as_given(tmp_path, run):
+    classes = ("café", "猫", "two words")
+    make_image_folder(tmp_path / "imgs", classes=classes, per_class=4)
+    out = tmp_path / "run"
+    result = run("finetune", "test_resnet", "--data", tmp_path / "imgs", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "8", "--aug", "none", "--val-split", "0", "--quiet", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert cfg["label_names"] == sorted(classes)
+    assert "猫" in (out / "README.md").read_text(encoding="utf-8")
+    predicted = json.loads(run("predict", out, tmp_path / "imgs" / "猫" / "0.png", "--json").stdout)
+    assert {p["label"] for p in predicted[0]["predictions"]} == set(classes)

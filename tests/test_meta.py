@@ -27,3 +27,51 @@ def test_every_hook_has_a_docstring_and_a_test(hook):
 def test_every_hook_is_documented_with_its_signature(hook):
     signature = f"{hook}({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
     assert signature in (ROOT / "docs" / "plugins.md").read_text(), signature
+
+
+def _commands(group, prefix="zoo"):
+    import click
+
+    for name, command in sorted(group.commands.items()):
+        yield f"{prefix} {name}", command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix} {name}")
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under a markdown heading, up to the next heading of the same or a higher level."""
+    import re
+
+    m = re.search(rf"^(#+) {re.escape(heading)}\n", text, re.M)
+    assert m, f"docs/cli.md has no heading '{heading}'"
+    rest = text[m.end():]
+    end = re.search(rf"^#{{1,{len(m.group(1))}}} ", rest, re.M)
+    return rest[:end.start()] if end else rest
+
+
+def test_every_cli_command_and_option_is_in_the_reference():
+    import click
+
+    from zoo.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    missing = []
+    for path, command in _commands(cli):
+        section = _section(text, path)
+        for param in command.params:
+            if isinstance(param, click.Option):
+                missing += [f"{path} {opt}" for opt in param.opts + param.secondary_opts if opt.startswith("--") and f"`{opt}" not in section
+                            and f"/ {opt}" not in section]
+    assert not missing, f"options missing from docs/cli.md: {missing}"
+
+
+def test_docs_site_builds_in_strict_mode(tmp_path):
+    """mkdocs --strict: every page is in the nav, and every link and anchor between pages resolves."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "plugin-tutorial" / "index.html").is_file()

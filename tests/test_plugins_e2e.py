@@ -234,6 +234,52 @@ def test_example_head_trains_and_epoch_hook_logs(example: Venv):
     assert probe.stdout.split() == ["WithHead", "10", "16.0", "(2,", "10)"], probe.stdout
 
 
+def test_install_from_model_installs_what_the_run_needs(example: Venv):
+    out = example.work / "run-needs"
+    trained = example.zoo("finetune", "test_resnet", "--data", "digits", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                          "--shots", "5", "--batch-size", "16", "--head", "example-cosine", "--out", str(out), "--quiet")
+    assert trained.returncode == 0, describe(trained)
+    needs = [p for p in json.loads((out / "config.json").read_text())["zoo"]["plugins"] if not p["builtin"]]
+    assert [(p["name"], p["version"], p["entry_point"], p["provides"]) for p in needs] == [
+        ("zoo-example", "0.1.0", "example", ["example-cosine"])]
+    nothing = example.zoo("plugins", "install", "--from-model", str(out))
+    assert nothing.returncode == 0 and "needs no plugin that is missing here" in nothing.stdout, describe(nothing)
+
+    wheels = example.work / "wheels"  # a private wheelhouse: the plugin is not on PyPI
+    built = example.run("-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(example.work / "src" / "zoo-example"))
+    assert built.returncode == 0, describe(built)
+    example.uninstall("zoo-example")
+    cmd = [str(example.python), "-m", "zoo", "plugins", "install", "--from-model", str(out), "--find-links", str(wheels), "--no-index"]
+    declined = subprocess.run(cmd, cwd=example.work, env=example.env(), input="n\n", capture_output=True, text=True, timeout=300)
+    assert declined.returncode == 1 and "will install zoo-example==0.1.0 (entry point 'example', provides example-cosine)" \
+        in declined.stdout, describe(declined)
+    assert not example.is_installed("zoo-example")
+    accepted = subprocess.run(cmd + ["-y"], cwd=example.work, env=example.env(), capture_output=True, text=True, timeout=300)
+    assert accepted.returncode == 0 and "Successfully installed zoo-example-0.1.0" in accepted.stdout, describe(accepted)
+    predicted = example.zoo("predict", str(out), str(REPO / "docs" / "transfer-digits.png"), "--json")
+    assert predicted.returncode == 0, describe(predicted)
+
+
+def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: Venv):
+    made = venv.zoo("plugins", "new", "zoo-fresh", "--dir", str(venv.work))
+    assert made.returncode == 0, describe(made)
+    folder = venv.work / "zoo-fresh"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "README.md", "pyproject.toml", "tests/test_zoo_fresh.py", "zoo_fresh.py"]
+    again = venv.zoo("plugins", "new", "zoo-fresh", "--dir", str(venv.work))
+    assert again.returncode == 2 and "already exists" in again.stderr, describe(again)
+    bad = venv.zoo("plugins", "new", "Zoo_Fresh!", "--dir", str(venv.work))
+    assert bad.returncode == 2 and "must be lowercase" in bad.stderr, describe(bad)
+    installed = venv.zoo("plugins", "install", str(folder))
+    assert installed.returncode == 0, describe(installed)
+    try:
+        assert "fresh-linear" in {h["name"] for h in venv.zoo_json("list", "heads")}
+        tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests"))
+        assert tested.returncode == 0 and "2 passed" in tested.stdout, describe(tested)
+    finally:
+        venv.uninstall("zoo-fresh")
+
+
 def test_uninstall_removes_the_plugin(example: Venv):
     proc = example.uninstall("zoo-example")
     assert "zoo-example" in proc.stdout
@@ -301,3 +347,39 @@ def test_install_of_unknown_package_fails_in_one_line(venv: Venv):
     assert lines[0].startswith("Error: pip install failed"), lines
     assert "zoo-definitely-not-a-real-package-xyz" in lines[0]
     assert not venv.is_installed("zoo-definitely-not-a-real-package-xyz")
+
+
+# -- docs/plugin-tutorial.md, extracted and run as written ------------------------------------------
+def tutorial_steps() -> list[tuple[str, str | None, str]]:
+    """("file", PATH, TEXT) and ("run", None, SCRIPT) in page order, from the blocks marked for it."""
+    import re
+
+    text = (REPO / "docs" / "plugin-tutorial.md").read_text(encoding="utf-8")
+    return [("file", m.group(2), m.group(3)) if m.group(2) else ("run", None, m.group(3))
+            for m in re.finditer(r"<!-- (run|file: (\S+)) -->\n```\w*\n(.*?)```", text, re.S)]
+
+
+def test_the_plugin_tutorial_runs_as_written(venv: Venv):
+    steps = tutorial_steps()
+    assert [k for k, _, _ in steps] == ["run", "file", "file", "run", "run"]
+    work = venv.work / "tutorial"
+    work.mkdir()
+    shim = venv.root / "bin" / "zoo"  # the `zoo` command of that environment
+    shim.write_text(f'#!/bin/sh\nexec "{venv.python}" -m zoo "$@"\n')
+    shim.chmod(0o755)
+    env = venv.env(PATH=f"{venv.root / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    printed = []
+    try:
+        for kind, path, body in steps:
+            if kind == "file":
+                (work / path).write_text(body, encoding="utf-8")
+                continue
+            proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=work, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert proc.returncode == 0, describe(proc)
+            printed.append(proc.stdout)
+        assert "Successfully installed zoo-cosine-0.1.0" in printed[1] and "cosine" in printed[1]
+        assert "freeze-first" in printed[1]  # the dry run names the policy
+        assert "zero.png" in printed[2] and "'provides': ['cosine', 'freeze-first']" in printed[2]
+    finally:
+        venv.uninstall("zoo-cosine")

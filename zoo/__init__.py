@@ -24,6 +24,7 @@ __all__ = ["hookimpl", "ZooError", "UsageError", "NotFoundError", "resolve", "li
            "finetune", "load", "predict", "evaluate", "push", "__version__"]
 
 HUB_STRATEGIES = ("end", "best")
+RESUME_CHANGEABLE = ("epochs", "device", "patience")  # what --resume may change; everything else is the run's
 
 
 def resolve(name: str) -> "BackboneSpec":
@@ -63,8 +64,12 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
     each new best checkpoint as it is written (a failed push of one is a warning, not an error).
     The end push's answer (see :func:`push`) is ``result.hub``.
     """
+    from zoo import distributed
+    from zoo.runs import RUN_CONFIG
     from zoo.trainer import FinetuneConfig, Trainer
 
+    if resume is None and out is not None and distributed.restart_count() and (Path(out) / RUN_CONFIG).is_file():
+        resume, options = out, {}  # torchrun restarted this worker (--max-restarts): continue from the checkpoint
     if resume is not None:
         config = _config_from_run(Path(resume), options)
     else:
@@ -87,6 +92,7 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
 
     trainer = Trainer(config, out=Path(out) if out else None, resume=Path(resume) if resume else None, reporter=reporter,
                       on_best=on_best)
+    push_to_hub = push_to_hub if trainer.dist.main else None  # one process publishes
     if push_to_hub:
         hub.ensure_repo(repo_id, private=private)  # a login or naming problem shows now, not after training
     result = trainer.fit()
@@ -105,7 +111,7 @@ def _config_from_run(run_dir: Path, overrides: dict) -> Any:
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changeable = {"epochs", "device", "patience"}
+    changeable = set(RESUME_CHANGEABLE)
     fixed = sorted(k for k in overrides if k not in changeable)
     if fixed:
         raise UsageError(f"--resume continues the run as configured: only --epochs, --device and --patience may change "

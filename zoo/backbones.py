@@ -72,6 +72,9 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
 def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if spec.kind == "local-dir":
+        if not Path(spec.target).is_dir():
+            named = f"backbone '{spec.name}' (from {spec.origin}) points to" if spec.origin else "the folder"
+            return ZooError(f"{named} {spec.target}, which does not exist")
         return ZooError(f"cannot load {spec.target}: {text}")
     if pretrained and any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hub", "not found", "cannot find")):
         return ZooError(

@@ -46,6 +46,12 @@ class ZooGroup(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a file zoo did not expect to fail: one line, not a traceback
+            if os.environ.get("ZOO_DEBUG"):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
 
 
 def _console():
@@ -224,7 +230,13 @@ def _pip(args: list[str]) -> None:
 @click.option("--upgrade", "-U", is_flag=True, help="Upgrade to the newest version.")
 @click.option("-e", "--editable", "editable", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Install a local plugin folder in editable mode.")
-def plugins_install(specs, upgrade, editable):
+@click.option("--from-model", "from_model", metavar="MODEL",
+              help="Install the plugins a saved model needs (run directory, local-dir:PATH or hf-hub:ORG/NAME).")
+@click.option("-y", "--yes", is_flag=True, help="With --from-model: do not ask before installing.")
+@click.option("--find-links", metavar="DIR|URL", help="Also look for packages here (pip's --find-links), e.g. a wheelhouse.")
+@click.option("--index-url", metavar="URL", help="Package index to use instead of PyPI (pip's --index-url).")
+@click.option("--no-index", is_flag=True, help="Use no package index, only --find-links (pip's --no-index).")
+def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index_url, no_index):
     """Install plugins with pip into zoo's own environment.
 
     \b
@@ -232,11 +244,58 @@ def plugins_install(specs, upgrade, editable):
       zoo plugins install zoo-heads
       zoo plugins install ./plugins/zoo-heads
       zoo plugins install -e ./my-plugin
+      zoo plugins install --from-model hf-hub:me/photos-cosine
+      zoo plugins install --from-model runs/photos --find-links ./wheels -y
     """
+    extra = [*(["--find-links", find_links] if find_links else []), *(["--index-url", index_url] if index_url else []),
+             *(["--no-index"] if no_index else [])]
+    if from_model:
+        specs = (*specs, *_plugins_for_model(from_model, yes))
+        if not specs and not editable:
+            return
     if not specs and not editable:
-        raise UsageError("name at least one plugin: zoo plugins install NAME|PATH")
-    args = ["install", "--disable-pip-version-check", *specs, *(a for e in editable for a in ("-e", e))]
+        raise UsageError("name at least one plugin: zoo plugins install NAME|PATH (or --from-model MODEL)")
+    args = ["install", "--disable-pip-version-check", *extra, *specs, *(a for e in editable for a in ("-e", e))]
     _pip(args + (["--upgrade"] if upgrade else []))
+
+
+def _plugins_for_model(model: str, yes: bool) -> list[str]:
+    """The requirements of the plugins ``model`` needs and this environment lacks, once the user agrees."""
+    from zoo import plugin_packages as pp
+
+    wanted = pp.needed(model)
+    missing = [p for p in wanted if pp.installed(p) != p.get("version")]
+    for p in wanted:
+        if p not in missing:
+            click.echo(f"{p['name']} {p.get('version') or ''} is installed ({', '.join(p.get('provides', []))})")
+    if not missing:
+        click.echo(f"{model} needs no plugin that is missing here" if wanted else f"{model} needs no plugins")
+        return []
+    for p in missing:
+        have = pp.installed(p)
+        click.echo(f"will install {pp.requirement(p)} (entry point '{p.get('entry_point', '?')}', provides "
+                   f"{', '.join(p.get('provides', [])) or '?'}){f'; {have} is installed now' if have else ''}")
+    if not yes:
+        click.confirm("Install?", abort=True)
+    return [pp.requirement(p) for p in missing]
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Where to create the NAME folder.")
+def plugins_new(name, parent):
+    """Write a working plugin skeleton: pyproject with the entry point, one head, a README, a test.
+
+    \b
+    Examples:
+      zoo plugins new zoo-myheads
+      zoo plugins install ./zoo-myheads && python -m pytest zoo-myheads/tests
+    """
+    from zoo.plugin_packages import new_plugin
+
+    folder = new_plugin(name, parent)
+    click.echo(f"created {folder}: install it with 'zoo plugins install {folder}', then run 'python -m pytest {folder}/tests'")
 
 
 @plugins.command("uninstall")
@@ -316,10 +375,19 @@ def _options(pairs, flag) -> dict:
 @click.option("--hub-strategy", type=click.Choice(["end", "best"]), default="end", show_default=True,
               help="With --push-to-hub: push when training ends, or also at every new best checkpoint.")
 @click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
+@click.option("--sync-bn/--no-sync-bn", default=None, help="With several processes: BatchNorm statistics over the global batch.")
+@click.option("--save-every", type=int, metavar="N", help="Also write checkpoints/last.pt every N batches.")
+@click.option("--nproc-per-node", type=int, metavar="N", help="Train with N processes on this machine, through torchrun "
+              "(--batch-size is per process).")
+@click.option("--nnodes", type=int, metavar="M", help="Number of machines taking part (each runs this command).")
+@click.option("--node-rank", type=int, metavar="R", help="This machine's rank, 0..M-1 (optional with --rdzv-endpoint).")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="Rendezvous address every machine can reach (multi-node).")
+@click.option("--max-restarts", type=int, default=0, show_default=True,
+              help="Restart failed workers up to N times; they continue from the last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, private, as_json, quiet, out, head_opt,
-             freeze_opt, model_arg, **flags):
+             freeze_opt, model_arg, nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts, **flags):
     """Fine-tune BACKBONE on your images with SGD; writes a Hub-ready run directory.
 
     \b
@@ -331,10 +399,12 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
       zoo finetune --resume runs/photos-r18
       zoo finetune resnet18 --data ./photos --push-to-hub me/photos-r18 --hub-strategy best
       zoo finetune hf-hub:me/photos-r18 --data ./more-photos --epochs 2
+      zoo finetune resnet18 --data ./photos --nproc-per-node 4 --batch-size 32
     """
     import yaml
 
     import zoo
+    from zoo import distributed
     from zoo.progress import ConsoleReporter
     from zoo.trainer import FinetuneConfig, plan
 
@@ -343,7 +413,9 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
         try:
             values = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise UsageError(f"--config {config_file}: not valid YAML ({exc})") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{config_file}:{mark.line + 1}" if mark else str(config_file)
+            raise UsageError(f"--config {where}: not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
         if not isinstance(values, dict):
             raise UsageError(f"--config {config_file}: expected a mapping of options")
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -355,8 +427,13 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
         values["freeze_opts"] = _options(freeze_opt, "--freeze-opt")
     if model_arg:
         values["model_args"] = _options(model_arg, "--model-arg")
-    reporter = ConsoleReporter(quiet=quiet, json_mode=as_json)
     hub_args = {"push_to_hub": push_to_hub, "hub_strategy": hub_strategy, "private": private} if push_to_hub else {}
+    ctx = distributed.env_context()
+    if ((nproc_per_node or 1) > 1 or (nnodes or 1) > 1) and not ctx.enabled and not dry_run:
+        _launch(values, resume, out, hub_args, quiet, as_json, nproc_per_node=nproc_per_node or 1, nnodes=nnodes or 1,
+                node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, max_restarts=max_restarts)
+        return
+    reporter = ConsoleReporter(quiet=quiet or not ctx.main, json_mode=as_json and ctx.main)
     if resume:
         result = zoo.finetune("", data="", resume=resume, reporter=reporter, **hub_args, **values)
     else:
@@ -366,6 +443,8 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
             return
         result = zoo.finetune(config.backbone, data=config.data, out=out, reporter=reporter, **hub_args,
                               **{k: v for k, v in vars(config).items() if k not in ("backbone", "data")})
+    if not ctx.main:
+        return  # rank 0 reports for the job
     summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items() if k not in ("confusion",)}}
     pushed = getattr(result, "hub", None)
     if pushed is not None:
@@ -386,6 +465,48 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
             click.echo(f"predict with: zoo predict hf-hub:{pushed['repo_id']} IMAGE")
         else:
             click.echo(f"predict with: zoo predict {result.run_dir} IMAGE")
+
+
+def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: bool, **launch) -> None:
+    """Start the workers of a multi-process run under torchrun; each runs ``zoo finetune --resume DIR``.
+
+    The run directory and its run_config.yaml are written first, so the workers, and any worker
+    torchrun restarts, all read one configuration and continue from the latest checkpoint.
+    """
+    import dataclasses
+
+    import yaml
+
+    import zoo
+    from zoo import data, distributed, runs
+    from zoo.registry import resolve
+    from zoo.trainer import FinetuneConfig, default_out
+
+    if resume:
+        run_dir = Path(resume)
+        zoo._config_from_run(run_dir, values)  # only what --resume may change
+        overrides = [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    else:
+        config = FinetuneConfig.from_dict(values)
+        config.validate()
+        resolve(config.backbone)  # bad names and data fail here, once, before anything is written
+        data.open_dataset(config.data)
+        run_dir = Path(out) if out else default_out(config)
+        with runs.RunLock(run_dir):
+            if runs.holds_run(run_dir):
+                raise UsageError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+            runs.atomic_write_text(run_dir / runs.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        overrides = []
+    args = ["finetune", "--resume", str(run_dir), *overrides]
+    if hub_args:
+        args += ["--push-to-hub", hub_args["push_to_hub"], "--hub-strategy", hub_args["hub_strategy"]]
+        args += ["--private"] if hub_args["private"] else []
+    args += ["--quiet"] if quiet else []
+    args += ["--json"] if as_json else []
+    code = distributed.launch(args, run_id=distributed.run_id_for(run_dir), **launch)
+    if code:
+        raise ZooError(f"the distributed run stopped (torchrun exit code {code}); continue it with: "
+                       f"zoo finetune --resume {run_dir} --nproc-per-node {launch['nproc_per_node']}")
 
 
 # -- push -----------------------------------------------------------------------------------
@@ -542,6 +663,51 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
     for i, c in enumerate(ranked, 1):
         table.add_row(str(i), c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", str(c.params_m), str(c.feature_dim))
     _console().print(table)
+
+
+# -- doctor ---------------------------------------------------------------------------------
+@cli.command()
+@click.option("--offline", is_flag=True, help="Do not contact the Hub.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(offline, as_json):
+    """What to check (and paste into a bug report) when something is wrong.
+
+    Versions, devices, plugins and their load status, the registry files in use, the Hub endpoint
+    and whether it answers, cache folders and their sizes. Tokens are never shown.
+
+    \b
+    Examples:
+      zoo doctor
+      zoo doctor --offline --json
+    """
+    from zoo.doctor import report
+
+    r = report(check_hub=not offline)
+    if as_json:
+        _json(r)
+        return
+    from rich.table import Table
+
+    def section(title, rows):
+        table = Table(title=title, title_justify="left", show_header=False)
+        for key, value in rows:
+            table.add_row(key, "" if value is None else str(value))
+        _console().print(table)
+
+    section("versions", r["versions"].items())
+    d = r["devices"]
+    section("devices", [("cpu cores", d["cpu_cores"]), ("torch threads", d["torch_threads"]),
+                        ("cuda", ", ".join(f"{c['index']}: {c['name']} ({c['memory_gib']} GiB)" for c in d["cuda"]) or "none"),
+                        ("distributed backends", ", ".join(k for k, v in d["distributed"].items() if v) or "none")])
+    section("plugins", [(p["name"], f"{p['version'] or ''} {p['status']}{': ' + '; '.join(p['errors']) if p['errors'] else ''}")
+                        for p in r["plugins"]])
+    section("registry files", [(f["role"], f"{f['path']}{'' if f['exists'] else ' (absent)'}") for f in r["registry_files"]])
+    h = r["hub"]
+    reach = "not checked" if "reachable" not in h else ("yes" if h["reachable"] else f"no ({h.get('error') or h.get('status')})")
+    section("hub", [("endpoint", h["endpoint"]), ("offline", h["offline"]), ("token set", "yes" if h["token_set"] else "no"),
+                    ("reachable", reach + (f", {h['seconds']} s" if "seconds" in h else ""))])
+    section("caches", [(c["name"], f"{c['path']}  " + ("absent" if c["bytes"] is None else f"{c['bytes'] / 2**20:.1f} MiB"))
+                       for c in r["caches"]])
 
 
 def main() -> None:

@@ -81,17 +81,35 @@ def _label(names: list[str], index: int) -> str:
     return label.removeprefix("backbone.")
 
 
-def apply(model, groups: list[ParamGroup], settings: list[GroupSetting]) -> list:
-    """Set requires_grad per group; returns the norm modules that must stay in eval mode."""
+def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=None) -> list:
+    """Set requires_grad per group; returns the norm modules that must stay in eval mode.
+
+    A policy with a ``trainable(name) -> bool`` method keeps the parameters it answers False for
+    frozen even in trainable groups (LoRA: the base weights stay frozen, the adapters train).
+    """
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
+    allowed = getattr(policy, "trainable", None)
     frozen_norms = []
     for group, setting in zip(groups, settings):
         for n in group.params:
-            params[n].requires_grad_(setting.trainable)
+            params[n].requires_grad_(setting.trainable and (allowed is None or bool(allowed(n))))
         if not setting.trainable:
             frozen_norms += [modules[n] for n in group.norms]
     return frozen_norms
+
+
+def prepare(policy, model):
+    """The model to train: a policy's optional ``prepare(model)`` may change it (e.g. add adapters)."""
+    hook = getattr(policy, "prepare", None)
+    return hook(model) if hook is not None else model
+
+
+def export_state(policy, model) -> dict:
+    """The weights to publish: a policy's optional ``export(model)`` returns a state dict for the
+    original architecture (adapters merged), so plain timm loads the result."""
+    hook = getattr(policy, "export", None)
+    return hook(model) if hook is not None else model.state_dict()
 
 
 def train_mode(model, frozen_norms) -> None:

@@ -224,13 +224,28 @@ def build(kind: str, name: str, *args, **kwargs) -> Any:
 
     entry = lookup(kind, name)
     try:
-        return entry.obj(*args, **kwargs)
+        result = entry.obj(*args, **kwargs)
     except ZooError:
         raise
     except TypeError as exc:  # almost always a bad option name or value
         raise UsageError(f"{LABELS[kind]} '{name}': {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not shown as a traceback
         raise ZooError(f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}') failed: {type(exc).__name__}: {exc}") from None
+    expected = _expected_result(kind, result)
+    if expected:
+        raise ZooError(f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}') returned {type(result).__name__}, not {expected}")
+    return result
+
+
+def _expected_result(kind: str, result: Any) -> str | None:
+    """What a factory of this kind must return, when ``result`` is not that (garbage from a plugin)."""
+    if kind == "heads":
+        import torch
+
+        return None if isinstance(result, torch.nn.Module) else "a torch.nn.Module"
+    if kind == "freeze":
+        return None if callable(getattr(result, "settings", None)) else "a policy with a settings() method"
+    return None
 
 
 def fire(event: str, **kwargs) -> None:

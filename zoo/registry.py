@@ -113,6 +113,10 @@ def load_registry_file(path: Path, *, required: bool = True) -> dict[str, Backbo
     lines = _entry_lines(node)
     if not isinstance(data, dict) or not isinstance(data.get("backbones", {}), dict):
         raise UsageError(f"registry file {path}: expected a mapping with 'schema' and 'backbones' (see docs/registry.md)")
+    unknown = sorted(str(k) for k in data if k not in ("schema", "backbones"))
+    if unknown:
+        raise UsageError(f"registry file {path}: unknown top-level key(s) {', '.join(unknown)}: entries go under "
+                         f"'backbones:' (see docs/registry.md)")
     schema = data.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
         raise UsageError(f"registry file {path}: schema {schema!r} is not supported (this zoo reads schema {SCHEMA_VERSION})")

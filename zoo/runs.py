@@ -25,19 +25,22 @@ BEST = "checkpoints/best.safetensors"
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path next to ``path``; rename it into place only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them visible
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):  # disk full, read-only folder, file size limit, ...
+            raise ZooError(f"cannot write {path}: {exc.strerror or exc}; its previous version, if any, is intact") from None
         raise
 
 
@@ -56,6 +59,24 @@ def append_line(path: Path, record: dict) -> None:
     """Append one JSON line, rewriting the file atomically (metrics files stay small)."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     atomic_write_text(path, old + json.dumps(record) + "\n")
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(record) + "\n" for record in history))
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True when the folder has anything but the lock and leftovers of interrupted writes."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(not p.name.startswith(".") for p in run_dir.iterdir())
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of writes a killed run never finished (called under the lock)."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -92,18 +113,19 @@ class RunLock:
 
 
 def save_weights(path: Path, state: dict, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    blob = save(state, metadata=metadata or {"format": "pt"})
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
+        tmp.write_bytes(blob)  # Python's writes report a full disk as OSError; safetensors' own would not
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # through a Python file, so a failed write is an OSError
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -112,11 +134,18 @@ def load_checkpoint(path: Path) -> dict:
 
     import torch
 
+    import zipfile
+
     if not path.is_file():
         raise ZooError(f"no checkpoint at {path}: nothing to resume")
+    if not zipfile.is_zipfile(path):
+        raise ZooError(f"checkpoint {path} is damaged or not a zoo checkpoint (not a PyTorch archive); start a new run")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError:
+        raise ZooError(f"checkpoint {path} holds objects other than tensors and plain data, which zoo never unpickles; "
+                       f"start a new run") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ZooError(f"checkpoint {path} is damaged or not a zoo checkpoint ({str(exc).splitlines()[0][:120]}); start a new run") from None
 
 

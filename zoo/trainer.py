@@ -8,6 +8,7 @@ checkpoints, early stopping, exact resume. Plugins see it through the zoo_on_* e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo import backbones, data, freeze, runs
+from zoo import backbones, data, distributed, freeze, runs
 from zoo.errors import UsageError, ZooError
 from zoo.plugins import build, fire
 from zoo.registry import resolve
@@ -61,6 +62,8 @@ class FinetuneConfig:
     metric: str = "top1"  # top1 | loss: picks the best checkpoint
     patience: int | None = None
     strict: bool = False
+    sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch
+    save_every: int | None = None  # also checkpoint every N batches (an epoch's work is never all lost)
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
@@ -91,11 +94,16 @@ class FinetuneConfig:
         need(self.shots is None or self.shots > 0, f"--shots must be positive, got {self.shots}")
         need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        need(self.save_every is None or (isinstance(self.save_every, int) and self.save_every > 0),
+             f"--save-every must be a positive number of batches, got {self.save_every}")
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The training device; under torchrun a bare ``cuda`` means this process's GPU (LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cpu":
+            return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -103,6 +111,8 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("--device cuda was asked for but CUDA is not available here: use --device cpu or auto")
+        if device.index is None and distributed.env_context().enabled:
+            device = torch.device("cuda", local_rank)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type != "cpu":
@@ -141,29 +151,42 @@ class Trainer:
         self.should_stop = self.interrupted = False
         self.on_best = on_best
         self.resume_state = None
+        cuda = config.device.startswith("cuda") or config.device == "auto" and torch.cuda.is_available()
+        self.dist = distributed.init("cuda" if cuda else "cpu")
         if resume is not None:
             self.run_dir = Path(resume)
-            self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
+            # A run killed before its first checkpoint has only run_config.yaml: it starts again from scratch.
+            if self.dist.main and (self.run_dir / runs.LAST).is_file():
+                self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
         else:
             self.run_dir = Path(out) if out else default_out(config)
-            if self.run_dir.exists() and any(p.name != ".lock" for p in self.run_dir.iterdir()):
+            if self.dist.main and runs.holds_run(self.run_dir):
                 raise UsageError(f"{self.run_dir} already holds a run: use --resume {self.run_dir} or another --out")
+        if self.dist.enabled:
+            self.resume_state = distributed.broadcast(self.resume_state)
 
     # -- setup --------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.config
         _seed_everything(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(cfg.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self.spec = resolve(cfg.backbone)
         self.dataset = data.open_dataset(cfg.data)
         self.classes = self.dataset.classes
         train, val, self.eval_split = data.train_val(self.dataset, val_split=cfg.val_split, seed=cfg.seed, shots=cfg.shots)
-        if self.resume_state is not None:
+        if self.resume_state is not None and self.dist.main:  # (other machines' file times may differ)
             self._check_resumable(self.resume_state)
         self.policy = build("freeze", cfg.freeze, **cfg.freeze_opts)
         self.model = backbones.create(self.spec, num_classes=len(self.classes), head=cfg.head, head_opts=cfg.head_opts,
                                       pretrained=cfg.pretrained, seed=cfg.seed, model_args=cfg.model_args,
                                       classes=self.classes)
+        self.model = freeze.prepare(self.policy, self.model)
+        if cfg.sync_bn and self.dist.enabled:
+            if self.device.type != "cuda":
+                raise UsageError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on CPU)")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.groups = freeze.param_groups(self.model)
         self.schedule = freeze.schedule(self.policy, len(self.groups), cfg.epochs)
         if not any(s.trainable for _, settings in self.schedule for s in settings):
@@ -180,8 +203,10 @@ class Trainer:
         self.train_data = self.reporter.decode("train", train, self.pre, cfg.strict)
         self.val_data = self.reporter.decode(self.eval_split, val, self.pre, cfg.strict) if val is not None and len(val) else None
         n = len(self.train_data.labels)
-        if cfg.batch_size > n:
-            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images: use at most {n}")
+        self.global_batch = cfg.batch_size * self.dist.world  # --batch-size is per process, as with torchrun
+        if self.global_batch > n:
+            per = f" x {self.dist.world} processes" if self.dist.enabled else ""
+            raise UsageError(f"--batch-size {cfg.batch_size}{per} is larger than the {n} training images: use at most {n // self.dist.world}")
         self.mean = torch.tensor(self.data_cfg["mean"], device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(self.data_cfg["std"], device=self.device).view(1, 3, 1, 1) * 255
 
@@ -200,7 +225,7 @@ class Trainer:
             opt_groups += [{"params": p, "weight_decay": wd, "group": i, "lr_scale": 1.0}
                            for p, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)) if p]
         self.optimizer = torch.optim.SGD(opt_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        self.batches_per_epoch = _batches(n, cfg.batch_size)
+        self.batches_per_epoch = _batches(n, self.global_batch, self.dist.world)
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
         self.total_updates = self.updates_per_epoch * cfg.epochs
         self.warmup_updates = int(round(cfg.warmup_epochs * self.updates_per_epoch))
@@ -213,9 +238,13 @@ class Trainer:
         # Training state (replaced by the checkpoint on resume).
         self.epoch, self.batch, self.update = 0, 0, 0
         self.best, self.bad_epochs, self.history = None, 0, []
+        self.totals = _zero_totals()
         self.aug_rng = torch.Generator().manual_seed(cfg.seed)
+        self._ddp, self._ddp_key = None, None
         if self.resume_state is not None:
             self._restore(self.resume_state)
+        if self.dist.enabled:  # every process its own dropout and drop-path draws
+            torch.manual_seed(cfg.seed * 1_000_003 + 7919 * self.dist.rank + self.update)
 
     def _check_resumable(self, state: dict) -> None:
         if state.get("classes") != self.classes:
@@ -232,62 +261,110 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> Result:
-        with runs.RunLock(self.run_dir), _StopOnSignal(self):
-            self.setup()
-            cfg = self.config
-            if self.resume_state is None:
-                self._write_run_config()
-            fire("zoo_on_train_start", trainer=self, config=cfg)
-            self.reporter.start(self)
-            while self.epoch < cfg.epochs and not self._early_stopped():
-                self._train_epoch()
-                if self.interrupted and self.batch < self.batches_per_epoch:
-                    break  # interrupted mid-epoch: checkpoint written, resume continues this epoch
-                metrics = self._end_epoch()
-                fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch, metrics=metrics)
-                if self.interrupted or self.should_stop:
-                    break
-            self.reporter.stop()
-            if self.interrupted and self.epoch < cfg.epochs and not self._early_stopped():
-                raise Interrupted(f"interrupted; resume with: zoo finetune --resume {self.run_dir}")
-            result = self._finish()
-            fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
-            return result
+        lock = runs.RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext()
+        try:
+            with lock, _StopOnSignal(self):
+                return self._fit()
+        except RuntimeError as exc:
+            if self.dist.enabled and distributed.is_peer_failure(exc):
+                raise ZooError(f"rank {self.dist.rank}: another process of this run stopped ({str(exc).splitlines()[0][:160]}); "
+                               f"resume with: zoo finetune --resume {self.run_dir}") from None
+            raise
+        finally:
+            distributed.shutdown()
+
+    def _fit(self) -> Result:
+        self.setup()
+        cfg = self.config
+        if self.dist.main:
+            runs.remove_stale_temporaries(self.run_dir)
+            self._write_run_config()
+            # The checkpoint's history is the truth: lines written after it by a killed run go.
+            runs.write_metrics(self.run_dir, self.history)
+        fire("zoo_on_train_start", trainer=self, config=cfg)
+        self.reporter.start(self)
+        while self.epoch < cfg.epochs and not self._early_stopped():
+            self._train_epoch()
+            if self.interrupted and self.batch < self.batches_per_epoch:
+                break  # interrupted mid-epoch: checkpoint written, resume continues this epoch
+            metrics = self._end_epoch()
+            fire("zoo_on_epoch_end", trainer=self, epoch=self.epoch, metrics=metrics)
+            if self.dist.enabled:
+                self.should_stop = distributed.any_true(self.should_stop, self.device)
+            if self.interrupted or self.should_stop:
+                break
+        self.reporter.stop()
+        if self.interrupted and self.epoch < cfg.epochs and not self._early_stopped():
+            raise Interrupted(f"interrupted; resume with: zoo finetune --resume {self.run_dir}")
+        result = self._finish()
+        fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
+        return result
+
+    def _net(self):
+        """The module to train: the model itself, or its DistributedDataParallel wrapper."""
+        if not self.dist.enabled:
+            return self.model
+        trainable = tuple(n for n, p in self.model.named_parameters() if p.requires_grad)
+        if trainable != self._ddp_key:  # DDP fixes its parameters when built: rebuild when a freeze schedule changes them
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._ddp_key = trainable
+        return self._ddp
 
     def _train_epoch(self) -> None:
         cfg, model = self.config, self.model
         settings = self.policy.settings(self.epoch, len(self.groups))
-        frozen_norms = freeze.apply(model, self.groups, settings)
+        frozen_norms = freeze.apply(model, self.groups, settings, self.policy)
         for g in self.optimizer.param_groups:
             g["lr_scale"] = settings[g["group"]].lr_scale
         freeze.train_mode(model, frozen_norms)
+        net = self._net()
         images, labels = self.train_data.images, self.train_data.labels
-        # The order of an epoch depends only on (seed, epoch): a resumed epoch replays it.
+        rank, world, G = self.dist.rank, self.dist.world, self.global_batch
+        # The order of an epoch depends only on (seed, epoch): a resumed epoch replays it. Every process
+        # draws the same global batch (and its augmentation) and trains its own slice of it, so N
+        # processes x batch B follow 1 process x batch N*B.
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
-        totals = {"loss": 0.0, "correct": 0, "seen": 0}
         start = time.perf_counter()
         while self.batch < self.batches_per_epoch:
-            idx = order[self.batch * cfg.batch_size:(self.batch + 1) * cfg.batch_size]
-            x = data.augment(images[idx], cfg.aug, self.aug_rng).to(self.device, non_blocking=True)
+            idx = order[self.batch * G:(self.batch + 1) * G]
+            x = data.augment(images[idx], cfg.aug, self.aug_rng)
+            y = labels[idx]
+            if world > 1:
+                part = torch.tensor_split(torch.arange(len(idx)), world)[rank]
+                x, y = x[part], y[part]
+            x = x.to(self.device, non_blocking=True)
             x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-            y = labels[idx].to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            (loss / cfg.accum_steps).backward()
+            y = y.to(self.device, non_blocking=True)
+            stepping = (self.batch + 1) % cfg.accum_steps == 0 or self.batch + 1 == self.batches_per_epoch
+            sync = net.no_sync() if world > 1 and not stepping else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                    logits = net(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                # DDP averages gradients over processes; weighting by the slice's share keeps the mean per image exact.
+                (loss * (len(y) * world / len(idx)) / cfg.accum_steps).backward()
             self.batch += 1
-            if self.batch % cfg.accum_steps == 0 or self.batch == self.batches_per_epoch:
+            if stepping:
                 self._step()
-            totals["loss"] += loss.item() * len(y)
-            totals["correct"] += int((logits.argmax(1) == y).sum())
-            totals["seen"] += len(y)
-            self.reporter.batch(self, len(y), loss.item())
-            if self.interrupted and self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch:
+            self.totals["loss"] += loss.item() * len(y)
+            self.totals["correct"] += int((logits.argmax(1) == y).sum())
+            self.totals["seen"] += len(y)
+            self.reporter.batch(self, len(y) * world, loss.item())
+            if world > 1:
+                self.interrupted = distributed.any_true(self.interrupted, self.device)
+            at_update = self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch
+            if at_update and (self.interrupted or cfg.save_every and self.batch % cfg.save_every == 0):
                 self._save_last()
-                return
+                if self.interrupted:
+                    return
         elapsed = time.perf_counter() - start
-        self.train_stats = {"train_loss": totals["loss"] / max(1, totals["seen"]), "train_top1": totals["correct"] / max(1, totals["seen"]),
-                            "images_per_s": totals["seen"] / max(elapsed, 1e-9)}
+        t = distributed.all_sum(torch.tensor([self.totals["loss"], self.totals["correct"], self.totals["seen"]], dtype=torch.float64,
+                                             device=self._collective_device())).tolist()
+        self.train_stats = {"train_loss": t[0] / max(1, t[2]), "train_top1": t[1] / max(1, t[2]),
+                            "images_per_s": t[2] / max(elapsed, 1e-9)}
+        self.totals = _zero_totals()
 
     def _step(self) -> None:
         lr = self.lr_at(self.update)
@@ -308,21 +385,27 @@ class Trainer:
         record = {"epoch": self.epoch, **self.train_stats, "lr": self.lr_at(max(0, self.update - 1)),
                   **{f"val_{k}": v for k, v in evaluated.items() if k in ("loss", "top1", "top5")}}
         self.history.append(record)
-        runs.append_line(self.run_dir / runs.METRICS, record)
+        main = self.dist.main  # every process keeps the same state; only rank 0 writes it
+        if main:
+            runs.append_line(self.run_dir / runs.METRICS, record)
         score, improved = None, False
         if evaluated:
             score = evaluated["top1"] if self.config.metric == "top1" else -evaluated["loss"]
         if score is not None and (self.best is None or score > self.best["score"]):
             self.best = {"score": score, "epoch": self.epoch, "metrics": _jsonable(evaluated)}
             self.bad_epochs, improved = 0, True
-            runs.save_weights(self.run_dir / runs.BEST, self._eval_model().state_dict())
+            if main:
+                runs.save_weights(self.run_dir / runs.BEST, freeze.export_state(self.policy, self._eval_model()))
         elif score is not None:  # without an evaluation split there is nothing to stop early on
             self.bad_epochs += 1
         self._save_last()
         self.reporter.epoch(self, record)
-        if improved and self.on_best is not None:
+        if improved and main and self.on_best is not None:
             self.on_best(self.run_dir)
         return record
+
+    def _collective_device(self):
+        return self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL reduces CUDA tensors only
 
     def _early_stopped(self) -> bool:
         return bool(self.config.patience) and self.bad_epochs >= self.config.patience
@@ -338,6 +421,9 @@ class Trainer:
         n_classes = len(self.classes)
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
         loss_sum, top5, images, labels = 0.0, 0, self.val_data.images, self.val_data.labels
+        if self.dist.enabled:  # each process scores its share; the sums are added up below
+            part = torch.tensor_split(torch.arange(len(labels)), self.dist.world)[self.dist.rank]
+            images, labels = images[part], labels[part]
         for start in range(0, len(labels), 256):
             x = images[start:start + 256].to(self.device)
             x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
@@ -349,7 +435,12 @@ class Trainer:
             confusion += torch.bincount((y * n_classes + pred).cpu(), minlength=n_classes * n_classes).view(n_classes, n_classes)
             if n_classes >= 5:
                 top5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
-        total = len(labels)
+        if self.dist.enabled:
+            sums = distributed.all_sum(torch.cat([torch.tensor([loss_sum, top5], dtype=torch.float64),
+                                                  confusion.flatten().double()]).to(self._collective_device())).cpu()
+            loss_sum, top5 = float(sums[0]), int(sums[1])
+            confusion = sums[2:].round().long().view(n_classes, n_classes)
+        total = int(confusion.sum())
         per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1)
         result = {"loss": loss_sum / total, "top1": float(confusion.diag().sum()) / total,
                   "per_class": {c: round(float(a), 4) for c, a in zip(self.classes, per_class)},
@@ -363,7 +454,8 @@ class Trainer:
         return {
             "format": 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch, "batch": self.batch, "update": self.update,
+            "epoch": self.epoch, "batch": self.batch, "update": self.update, "totals": dict(self.totals),
+            "global_batch": self.global_batch, "updates_per_epoch": self.updates_per_epoch, "world": self.dist.world,
             "best": self.best, "bad_epochs": self.bad_epochs, "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "aug": self.aug_rng.get_state(),
                     "numpy": _numpy_state(), "python": list(random.getstate()[1]),
@@ -373,7 +465,8 @@ class Trainer:
         }
 
     def _save_last(self) -> None:
-        runs.save_checkpoint(self.run_dir / runs.LAST, self._state())
+        if self.dist.main:
+            runs.save_checkpoint(self.run_dir / runs.LAST, self._state())
 
     def _restore(self, state: dict) -> None:
         try:
@@ -384,6 +477,11 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ZooError(f"the checkpoint in {self.run_dir} does not fit this model ({str(exc).splitlines()[0][:120]})") from None
         self.epoch, self.batch, self.update = state["epoch"], state["batch"], state["update"]
+        self.totals = dict(state.get("totals") or _zero_totals())
+        if state.get("global_batch", self.global_batch) != self.global_batch:
+            # Another number of processes: same point of the epoch and of the schedule, in the new batch size.
+            self.batch = round(self.batch * state["global_batch"] / self.global_batch)
+            self.update = round(self.update * self.updates_per_epoch / state["updates_per_epoch"])
         self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
         self.train_stats, self.last_eval = state.get("train_stats", {}), state.get("last_eval", {})
         rng = state["rng"]
@@ -403,13 +501,14 @@ class Trainer:
         from zoo import cards
 
         if self.best is not None:
-            state = runs.read_best(self.run_dir)
             metrics = dict(self.best["metrics"], epoch=self.best["epoch"])
         else:
-            state = self._eval_model().state_dict()
             metrics = dict(_jsonable(self.last_eval), epoch=self.epoch)
         metrics.update({k: self.history[-1][k] for k in ("train_loss", "train_top1") if self.history and k in self.history[-1]})
         metrics["eval_split"] = self.eval_split
+        if not self.dist.main:
+            return Result(self.run_dir, metrics, self.history)
+        state = runs.read_best(self.run_dir) if self.best is not None else freeze.export_state(self.policy, self._eval_model())
         runs.save_weights(self.run_dir / "model.safetensors", state)
         cards.write_config(self)
         plots = runs.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes)
@@ -418,10 +517,14 @@ class Trainer:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _batches(n: int, batch_size: int) -> int:
-    """Batches per epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+def _batches(n: int, batch_size: int, world: int = 1) -> int:
+    """Batches per epoch; a last batch that leaves a process fewer than 2 images is dropped (BatchNorm cannot train on 1)."""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest > 1 else 0)
+    return full + (1 if rest >= 2 * world else 0)
+
+
+def _zero_totals() -> dict:
+    return {"loss": 0.0, "correct": 0, "seen": 0}
 
 
 def _seed_everything(seed: int) -> None:
@@ -508,6 +611,7 @@ def plan(config: FinetuneConfig) -> dict:
     policy = build("freeze", config.freeze, **config.freeze_opts)
     model = backbones.create(spec, num_classes=len(dataset.classes), head=config.head, head_opts=config.head_opts,
                              pretrained=False, seed=config.seed, model_args=config.model_args)
+    model = freeze.prepare(policy, model)
     groups = freeze.param_groups(model)
     changes = freeze.schedule(policy, len(groups), config.epochs)
     rows = []

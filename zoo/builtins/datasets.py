@@ -26,6 +26,19 @@ def zoo_register_datasets(register):
     register("synthetic", synthetic, description="synthetic[:N] - tiny deterministic colour/shape images for tests (N per class)")
 
 
+def check_class_names(names: list[str], where: str) -> None:
+    """Refuse two class names that look the same (Unicode NFC/NFD forms of one word)."""
+    import unicodedata
+
+    seen: dict[str, str] = {}
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            raise UsageError(f"{where}: class names {seen[key]!a} and {name!a} differ only in Unicode normalization; "
+                             f"rename one so that each class has one name")
+        seen[key] = name
+
+
 # -- image folders -----------------------------------------------------------------------
 def _walk_files(root: Path) -> list[Path]:
     """Every non-hidden file below root, following symlinks but never looping."""
@@ -45,6 +58,7 @@ def _class_folder(root: Path, classes: list[str] | None = None):
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    check_class_names(found, str(root))
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
@@ -121,7 +135,13 @@ def csv_dataset(arg: str | None):
         raise UsageError(f"{path}: no rows")
     from zoo.registry import natural_key
 
-    classes = sorted({label for _, label, _ in rows}, key=natural_key)
+    # The classes are the training labels: a label seen only in val/test has no images to learn from.
+    classes = sorted({label for _, label, s in rows if s == "train"}, key=natural_key)
+    check_class_names(classes, str(path))
+    stray = sorted({label for _, label, s in rows if label not in classes}, key=natural_key)
+    if stray:
+        raise UsageError(f"{path}: label(s) {', '.join(repr(c) for c in stray[:5])} appear only in val/test rows, "
+                         f"not among the training labels")
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
     for name in dict.fromkeys(s for _, _, s in rows):
