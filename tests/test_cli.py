@@ -141,3 +141,29 @@ def test_debug_shows_traceback(tmp_path):
 def test_unknown_tag_of_a_real_architecture(run):
     result = run("info", "resnet18.nope")
     assert result.exit_code == 2 and result.stderr.startswith("Error: unknown backbone 'resnet18.nope'")
+
+
+def test_install_from_model_skips_plugins_that_only_trained_the_model(tmp_path, run):
+    """A plugin freeze policy is recorded but not needed to load the model: --from-model installs nothing."""
+    from zoo import hookimpl
+    from zoo.plugins import get_plugins
+
+    class Freezer:
+        @hookimpl
+        def zoo_register_freeze_policies(self, register):
+            from zoo.builtins.freeze import Policy
+
+            register("all-but-stem", lambda: Policy(lambda epoch, n: [(i > 0, 1.0) for i in range(n)]))
+
+    get_plugins().add(Freezer(), "zoo-freezer")
+    out = tmp_path / "run"
+    trained = run("finetune", "test_resnet", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                  "--batch-size", "8", "--aug", "none", "--freeze", "all-but-stem", "--quiet", "--out", out)
+    assert trained.exit_code == 0, trained.stderr
+    records = json.loads((out / "config.json").read_text())["zoo"]["plugins"]
+    freezer = next(p for p in records if p["entry_point"] == "zoo-freezer")
+    assert freezer["needed_to_load"] is False and freezer["provides"] == ["all-but-stem"]
+    result = run("plugins", "install", "--from-model", out)
+    assert result.exit_code == 0, result.stderr
+    assert "zoo-freezer trained it (all-but-stem) but is not needed to load it: skipped" in result.stdout
+    assert result.stdout.rstrip().endswith("needs no plugin to load")

@@ -265,7 +265,7 @@ def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: V
     assert made.returncode == 0, describe(made)
     folder = venv.work / "zoo-fresh"
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
-        "README.md", "pyproject.toml", "tests/test_zoo_fresh.py", "zoo_fresh.py"]
+        "README.md", "pyproject.toml", "tests/conftest.py", "tests/test_zoo_fresh.py", "zoo_fresh.py"]
     again = venv.zoo("plugins", "new", "zoo-fresh", "--dir", str(venv.work))
     assert again.returncode == 2 and "already exists" in again.stderr, describe(again)
     bad = venv.zoo("plugins", "new", "Zoo_Fresh!", "--dir", str(venv.work))

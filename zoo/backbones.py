@@ -28,6 +28,14 @@ class WithHead(nn.Module):
         return getattr(self.head, "out_features", None) or list(self.head.modules())[-1].out_features
 
 
+def feature_dim(model: nn.Module) -> int:
+    """Width of what a timm model returns after ``reset_classifier(0)``: its pooled features.
+
+    Not always ``num_features``: models with a head convolution (MobileNetV3) return ``head_hidden_size``.
+    """
+    return getattr(model, "head_hidden_size", None) or model.num_features
+
+
 def timm_model(model: nn.Module) -> nn.Module:
     """The timm model inside (the backbone of a WithHead)."""
     return model.backbone if isinstance(model, WithHead) else model

@@ -44,8 +44,11 @@ def plugins_used(trainer) -> list[dict]:
             continue
         info = plugins.info[entry.plugin]
         record = used.setdefault(entry.plugin, {"name": info.distribution or entry.plugin, "entry_point": entry.plugin,
-                                                "version": info.version, "builtin": info.builtin, "provides": []})
+                                                "version": info.version, "builtin": info.builtin, "provides": [],
+                                                "needed_to_load": False})
         record["provides"].append(name)
+        # Only a head is part of the saved model; a freeze policy or dataset is how it was trained.
+        record["needed_to_load"] |= kind == "heads"
     return list(used.values())
 
 

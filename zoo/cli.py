@@ -263,13 +263,20 @@ def _plugins_for_model(model: str, yes: bool) -> list[str]:
     """The requirements of the plugins ``model`` needs and this environment lacks, once the user agrees."""
     from zoo import plugin_packages as pp
 
-    wanted = pp.needed(model)
+    def label(p: dict) -> str:
+        return f"{p['name']} {p['version']}" if p.get("version") else p["name"]
+
+    records = pp.recorded(model)
+    for p in records:
+        if not pp.needed(p):
+            click.echo(f"{label(p)} trained it ({', '.join(p.get('provides', []))}) but is not needed to load it: skipped")
+    wanted = [p for p in records if pp.needed(p)]
     missing = [p for p in wanted if pp.installed(p) != p.get("version")]
     for p in wanted:
         if p not in missing:
-            click.echo(f"{p['name']} {p.get('version') or ''} is installed ({', '.join(p.get('provides', []))})")
+            click.echo(f"{label(p)} is installed ({', '.join(p.get('provides', []))})")
     if not missing:
-        click.echo(f"{model} needs no plugin that is missing here" if wanted else f"{model} needs no plugins")
+        click.echo(f"{model} needs no plugin that is missing here" if wanted else f"{model} needs no plugin to load")
         return []
     for p in missing:
         have = pp.installed(p)
@@ -567,8 +574,16 @@ def _print_plan(p: dict, as_json: bool) -> None:
     for g in p["groups"]:
         for i, s in enumerate(g["schedule"]):
             table.add_row(g["group"] if i == 0 else "", f"{g['params']:,}" if i == 0 else "", str(s["from_epoch"]),
-                          "yes" if s["trainable"] else "no", f"{s['lr_scale']:.3g}", f"{g['norm_layers']} {s['norm']}" if g["norm_layers"] else "-")
+                          _trainable_cell(g, s), f"{s['lr_scale']:.3g}", f"{g['norm_layers']} {s['norm']}" if g["norm_layers"] else "-")
     _console().print(table)
+
+
+def _trainable_cell(group: dict, setting: dict) -> str:
+    """'yes', 'no', or how many of the group's parameters train (a policy may train only some, e.g. adapters)."""
+    if not setting["trainable"]:
+        return "no"
+    part = group.get("trainable_params", group["params"])
+    return "yes" if part == group["params"] else f"yes: {part:,}"
 
 
 @cli.command()

@@ -41,7 +41,7 @@ def param_groups(model) -> list[ParamGroup]:
     for names in grouped.values():
         names = [prefix + n for n in names if prefix + n not in head]
         if names:
-            groups.append(ParamGroup(_label(names, len(groups)), names))
+            groups.append(ParamGroup(_label([n.removeprefix(prefix) for n in names], len(groups)), names))
     groups.append(ParamGroup("head", sorted(head, key=list(dict(model.named_parameters())).index)))
     params = dict(model.named_parameters())
     owner = {n: g for g in groups for n in g.params}

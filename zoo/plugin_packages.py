@@ -27,10 +27,15 @@ def model_config(model: str) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def needed(model: str) -> list[dict]:
+def recorded(model: str) -> list[dict]:
     """The third-party plugins a model records (name, version, entry point, what it provides)."""
     plugins = (model_config(model).get("zoo") or {}).get("plugins") or []
     return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")]
+
+
+def needed(plugin: dict) -> bool:
+    """Whether loading the model needs the plugin (its head); older records say nothing: assume so."""
+    return plugin.get("needed_to_load", True)
 
 
 def installed(plugin: dict) -> str | None:
@@ -52,7 +57,7 @@ NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 def new_plugin(name: str, parent: Path) -> Path:
-    """Write a working plugin skeleton: pyproject, entry point, one head, a README and a test."""
+    """Write a working plugin skeleton: pyproject, entry point, one head, a README and a test (with zoo.testing)."""
     if not NAME.match(name):
         raise UsageError(f"plugin name '{name}' must be lowercase letters, digits and single dashes, e.g. zoo-myheads")
     folder = Path(parent) / name
@@ -64,6 +69,7 @@ def new_plugin(name: str, parent: Path) -> Path:
         "pyproject.toml": PYPROJECT.format(name=name, module=module, entry=name.removeprefix("zoo-")),
         f"{module}.py": MODULE.format(name=name, head=head),
         "README.md": README.format(name=name, head=head, module=module),
+        "tests/conftest.py": CONFTEST.format(name=name, entry=name.removeprefix("zoo-")),
         f"tests/test_{module}.py": TEST.format(module=module, head=head),
     }
     for rel, text in files.items():
@@ -131,6 +137,13 @@ python -m pytest {name}/tests
 
 Edit `{module}.py` to add heads, freeze policies, datasets, commands or trainer events: see
 zoo's docs/plugins.md for every hook.
+'''
+
+CONFTEST = '''"""A private zoo configuration and cache for each test, with only this plugin loaded."""
+
+from zoo.testing import plugin_fixtures
+
+globals().update(plugin_fixtures("{name}", "{entry}"))
 '''
 
 TEST = '''"""Runs against the installed plugin, through zoo's real plugin loading."""

@@ -615,8 +615,11 @@ def plan(config: FinetuneConfig) -> dict:
     groups = freeze.param_groups(model)
     changes = freeze.schedule(policy, len(groups), config.epochs)
     rows = []
+    allowed = getattr(policy, "trainable", None)  # e.g. LoRA: only adapters train inside a trainable group
+    params = dict(model.named_parameters())
     for i, group in enumerate(groups):
-        rows.append({"group": group.name, "params": group.numel, "norm_layers": len(group.norms),
+        trainable = sum(params[n].numel() for n in group.params if allowed is None or allowed(n))
+        rows.append({"group": group.name, "params": group.numel, "trainable_params": trainable, "norm_layers": len(group.norms),
                      "schedule": [{"from_epoch": epoch + 1, "trainable": s[i].trainable, "lr_scale": s[i].lr_scale,
                                    "norm": "train" if s[i].trainable else "frozen"} for epoch, s in changes]})
     trainable = any(s.trainable for _, settings in changes for s in settings)

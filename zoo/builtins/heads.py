@@ -22,10 +22,10 @@ def linear(model, num_classes: int):
 def mlp(model, num_classes: int, hidden: int = 256, dropout: float = 0.1):
     from torch import nn
 
-    from zoo.backbones import WithHead
+    from zoo.backbones import WithHead, feature_dim
 
     model.reset_classifier(0)
     head = nn.Sequential(
-        nn.Linear(model.num_features, int(hidden)), nn.ReLU(inplace=True), nn.Dropout(float(dropout)), nn.Linear(int(hidden), num_classes)
+        nn.Linear(feature_dim(model), int(hidden)), nn.ReLU(inplace=True), nn.Dropout(float(dropout)), nn.Linear(int(hidden), num_classes)
     )
     return WithHead(model, head)
