@@ -410,3 +410,37 @@ def test_unicode_class_names_are_kept_as_given(tmp_path, run):
     assert "猫" in (out / "README.md").read_text(encoding="utf-8")
     predicted = json.loads(run("predict", out, tmp_path / "imgs" / "猫" / "0.png", "--json").stdout)
     assert {p["label"] for p in predicted[0]["predictions"]} == set(classes)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, head):
+    """Head-only, no augmentation: the frozen backbone runs once per image; the result is bit-identical."""
+    from safetensors.torch import load_file
+
+    from zoo.trainer import FinetuneConfig, Trainer
+
+    def train(cache: bool):
+        cfg = FinetuneConfig(backbone="test_resnet", data="digits", shots=10, pretrained=False, img_size=32, epochs=3, batch_size=16,
+                             aug="none", freeze="head-only", head=head, seed=4, feature_cache=cache)
+        trainer = Trainer(cfg, out=tmp_path / f"{head}-{cache}")
+        result = trainer.fit()
+        return trainer, load_file(result.run_dir / "model.safetensors"), result.history
+
+    cached, w1, h1 = train(True)
+    plain, w2, h2 = train(False)
+    assert cached.cache is not None and plain.cache is None
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
+    assert strip(h1) == strip(h2)
+
+
+@pytest.mark.parametrize("change", [{"aug": "light"}, {"freeze": "none"}, {"freeze": "last-n"}, {"model_args": {"drop_rate": 0.2}},
+                                    {"ema_decay": 0.9}], ids=["aug", "full", "last-n", "dropout", "ema"])
+def test_feature_cache_stays_off_where_it_would_change_the_result(tmp_path, change):
+    from zoo.trainer import FinetuneConfig, Trainer
+
+    options = dict(backbone="test_resnet", data="synthetic:4", pretrained=False, img_size=32, epochs=1, batch_size=8, aug="none",
+                   freeze="head-only") | change
+    trainer = Trainer(FinetuneConfig(**options), out=tmp_path / "run")
+    trainer.fit()
+    assert trainer.cache is None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo import backbones, data, distributed, freeze, runs
+from zoo import backbones, data, distributed, features, freeze, runs
 from zoo.errors import UsageError, ZooError
 from zoo.plugins import build, fire
 from zoo.registry import resolve
@@ -64,6 +64,7 @@ class FinetuneConfig:
     strict: bool = False
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch
     save_every: int | None = None  # also checkpoint every N batches (an epoch's work is never all lost)
+    feature_cache: bool = True  # a backbone frozen for the whole run computes each image's features once
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
@@ -276,6 +277,7 @@ class Trainer:
     def _fit(self) -> Result:
         self.setup()
         cfg = self.config
+        self.cache = self._feature_cache()
         if self.dist.main:
             runs.remove_stale_temporaries(self.run_dir)
             self._write_run_config()
@@ -299,6 +301,39 @@ class Trainer:
         result = self._finish()
         fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
         return result
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalized float batch on the device, in the model's memory format."""
+        x = images.to(self.device, non_blocking=True)
+        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def _feature_cache(self) -> dict | None:
+        """Pooled features of every image, when the frozen part would compute exactly these every epoch."""
+        cfg = self.config
+        if not cfg.feature_cache or cfg.aug != "none" or self.ema is not None or self.dist.enabled:
+            return None
+        if any(s.trainable for _, settings in self.schedule for s in settings[:-1]) or hasattr(self.policy, "trainable"):
+            return None  # some backbone group trains in some epoch
+        part = features.split(self.model)
+        if part is None or features.random_inside(part, self.model):
+            return None
+        frozen_norms = {id(m) for m in freeze.apply(self.model, self.groups, self.policy.settings(0, len(self.groups)), self.policy)}
+        if any(isinstance(m, torch.nn.modules.batchnorm._NormBase) and id(m) not in frozen_norms for m in part.frozen):
+            return None  # a norm layer that would use batch statistics in training
+        self.model.eval()
+        try:
+            if not features.same_as_model(part, self.model, self._prepare(self.train_data.images[:8]), self._autocast):
+                return None
+            cached = {"split": part, "train": features.compute(part, self.train_data.images, self._prepare, cfg.batch_size,
+                                                               self._autocast)}
+            if self.val_data is not None:
+                cached["val"] = features.compute(part, self.val_data.images, self._prepare, cfg.batch_size, self._autocast)
+            return cached
+        finally:
+            self.model.train()
 
     def _net(self):
         """The module to train: the model itself, or its DistributedDataParallel wrapper."""
@@ -329,19 +364,21 @@ class Trainer:
         start = time.perf_counter()
         while self.batch < self.batches_per_epoch:
             idx = order[self.batch * G:(self.batch + 1) * G]
-            x = data.augment(images[idx], cfg.aug, self.aug_rng)
             y = labels[idx]
-            if world > 1:
-                part = torch.tensor_split(torch.arange(len(idx)), world)[rank]
-                x, y = x[part], y[part]
-            x = x.to(self.device, non_blocking=True)
-            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+            if self.cache is not None:  # the frozen backbone's output, computed once (single process only)
+                x = self.cache["train"][idx]
+            else:
+                x = data.augment(images[idx], cfg.aug, self.aug_rng)
+                if world > 1:
+                    part = torch.tensor_split(torch.arange(len(idx)), world)[rank]
+                    x, y = x[part], y[part]
+                x = self._prepare(x)
             y = y.to(self.device, non_blocking=True)
             stepping = (self.batch + 1) % cfg.accum_steps == 0 or self.batch + 1 == self.batches_per_epoch
             sync = net.no_sync() if world > 1 and not stepping else contextlib.nullcontext()
             with sync:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                    logits = net(x)
+                with self._autocast():
+                    logits = net(x) if self.cache is None else self.cache["split"].head(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 # DDP averages gradients over processes; weighting by the slice's share keeps the mean per image exact.
                 (loss * (len(y) * world / len(idx)) / cfg.accum_steps).backward()
@@ -424,12 +461,14 @@ class Trainer:
         if self.dist.enabled:  # each process scores its share; the sums are added up below
             part = torch.tensor_split(torch.arange(len(labels)), self.dist.world)[self.dist.rank]
             images, labels = images[part], labels[part]
+        cached = self.cache.get("val") if getattr(self, "cache", None) else None
         for start in range(0, len(labels), 256):
-            x = images[start:start + 256].to(self.device)
-            x = ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             y = labels[start:start + 256].to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                logits = model(x).float()
+            with self._autocast():
+                if cached is not None:
+                    logits = self.cache["split"].head(cached[start:start + 256]).float()
+                else:
+                    logits = model(self._prepare(images[start:start + 256])).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(1)
             confusion += torch.bincount((y * n_classes + pred).cpu(), minlength=n_classes * n_classes).view(n_classes, n_classes)

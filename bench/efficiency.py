@@ -1,0 +1,69 @@
+"""How close does zoo's training step come to what this machine can do? (issue 6, efficiency)
+
+For each workload: the FLOPs of one training step (forward + backward, counted by PyTorch's
+FlopCounterMode), the step's measured time in zoo's configuration (channels_last, SGD with
+momentum, float32 on the CPU), and the achieved FLOP/s as a fraction of the float32
+matrix-multiply FLOP/s measured in the same run on the same machine.
+
+    .venv/bin/python bench/efficiency.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+WORKLOADS = [  # (name, timm model, kwargs, image size, batch)
+    ("W1: test_resnet 32x32", "test_resnet", {}, 32, 128),
+    ("resnet18 64x64", "resnet18", {}, 64, 64),
+]
+
+
+def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, steps: int = 8) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, num_classes=10, **kwargs).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return float(counter.get_total_flops()), (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    peak = matmul_flops()
+    print(f"float32 matmul (2048x2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    for name, model, kwargs, size, batch in WORKLOADS:
+        flops, seconds = step_flops_and_time(model, kwargs, size, batch)
+        achieved = flops / seconds
+        print(f"{name:34s} batch {batch:4d}: {flops / 1e9:7.2f} GFLOP/step, {seconds * 1e3:7.1f} ms/step, "
+              f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Speed against what users would run instead, side by side in one run (issue 6: W1 and W2).
+
+Writes Fashion-MNIST (Debian's IDX files) once as PNG files in an image folder
+(60,000 train / 10,000 val, under $ZOO_CACHE/bench/fmnist-png), then times, as subprocesses:
+
+  W1  full fine-tune, test_resnet at 32x32, batch 128, SGD lr 0.1, no augmentation, 1 epoch:
+      zoo finetune  against  peer (a) bench/peer_loop.py (torchvision ImageFolder + DataLoader
+      with 2 workers + timm + a plain SGD loop)
+  W2  linear probe (head-only), 10 epochs, from zoo's pretrained zoo-fmnist-resnet:
+      zoo finetune (feature cache on)  against  peer (a) with a frozen backbone,
+      and against zoo with --no-feature-cache
+
+Each line: wall seconds (start-up, decoding and evaluation included), validation top-1, peak RSS.
+
+    .venv/bin/python bench/speed.py [w1|w2|all]      # needs torchvision: pip install torchvision
+
+Run it on a quiet machine: it reports, it does not judge (always exits 0 once it has measured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo") / "bench" / "fmnist-png"
+
+
+def write_pngs() -> Path:
+    """The Fashion-MNIST image folder (written once; a marker file says it is complete)."""
+    done = PNG / ".complete"
+    if done.exists():
+        return PNG
+    from zoo.data import open_dataset
+
+    ds = open_dataset("fashion-mnist")
+    start = time.perf_counter()
+    for split, folder in (("train", "train"), ("test", "val")):
+        s = ds.splits[split]
+        for i, label in enumerate(s.labels):
+            target = PNG / folder / f"{int(label):d}"
+            target.mkdir(parents=True, exist_ok=True)
+            s.load(i).save(target / f"{i:05d}.png")
+    done.write_text("")
+    print(f"wrote {PNG} in {time.perf_counter() - start:.0f}s", flush=True)
+    return PNG
+
+
+def timed(cmd: list[str]) -> dict:
+    """Run a command; its wall time, its own peak RSS (ru_maxrss of the child) and its JSON summary."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    summary = json.loads(out[out.index("{"):])
+    return {"seconds": seconds, "top1": summary.get("top1", summary.get("val_top1")), "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def zoo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zoo", "finetune", *args, "--json", "--out", tempfile.mkdtemp(prefix="zoo-bench-") + "/run"]
+
+
+def peer(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "peer_loop.py"), str(PNG), *args]
+
+
+def show(name: str, r: dict, base: dict | None = None) -> None:
+    ratio = f"  ratio {r['seconds'] / base['seconds']:.2f}" if base else ""
+    print(f"  {name:34s} {r['seconds']:7.1f} s  top-1 {r['top1']:.4f}  peak RSS {r['peak_rss_mb']:6.0f} MB{ratio}", flush=True)
+
+
+def w1() -> None:
+    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]
+    print("W1 full fine-tune, test_resnet 32x32, 1 epoch, no augmentation (ratio: zoo / peer)")
+    p = timed(peer("--workers", "2", *common))
+    z = timed(zoo("test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common))
+    show("peer (a) torchvision + timm loop", p)
+    show("zoo finetune", z, p)
+    print(f"  decoded uint8 cache of the 60,000 train images at 3x32x32: {60_000 * 3 * 32 * 32 / 2**20:.0f} MiB")
+    print("  peer (b) transformers Trainer: not measured (transformers is not installed by this benchmark)")
+
+
+def w2() -> None:
+    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "10"]
+    src = f"local-dir:{ROOT / 'models' / 'zoo-fmnist-resnet'}"
+    print("W2 linear probe from zoo-fmnist-resnet, 10 epochs, no augmentation (ratio: zoo / the line's tool)")
+    p = timed(peer("--workers", "2", "--frozen", "--pretrained", src, *common))
+    flags = ["zoo-fmnist-resnet", "--data", str(PNG), "--freeze", "head-only", "--aug", "none", "--weight-decay", "1e-4", *common]
+    off = timed(zoo(*flags, "--no-feature-cache"))
+    z = timed(zoo(*flags))
+    show("peer (a), frozen backbone", p)
+    show("zoo, feature cache off", off)
+    show("zoo finetune --freeze head-only", z)
+    print(f"  zoo / peer (a): {z['seconds'] / p['seconds']:.3f}   zoo / zoo without the cache: {z['seconds'] / off['seconds']:.3f}")
+
+
+def main() -> int:
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    write_pngs()
+    if which in ("w1", "all"):
+        w1()
+    if which in ("w2", "all"):
+        w2()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
