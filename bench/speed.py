@@ -4,15 +4,17 @@ Writes Fashion-MNIST (Debian's IDX files) once as PNG files in an image folder
 (60,000 train / 10,000 val, under $ZOO_CACHE/bench/fmnist-png), then times, as subprocesses:
 
   W1  full fine-tune, test_resnet at 32x32, batch 128, SGD lr 0.1, no augmentation, 1 epoch:
-      zoo finetune  against  peer (a) bench/peer_loop.py (torchvision ImageFolder + DataLoader
-      with 2 workers + timm + a plain SGD loop)
+      zoo finetune (first run, and a run whose images were decoded before)  against
+      peer (a) bench/peer_loop.py (torchvision ImageFolder + DataLoader with 2 workers + timm +
+      a plain SGD loop) and peer (b) bench/peer_hf.py (transformers' Trainer with timm's model)
   W2  linear probe (head-only), 10 epochs, from zoo's pretrained zoo-fmnist-resnet:
       zoo finetune (feature cache on)  against  peer (a) with a frozen backbone,
       and against zoo with --no-feature-cache
 
 Each line: wall seconds (start-up, decoding and evaluation included), validation top-1, peak RSS.
 
-    .venv/bin/python bench/speed.py [w1|w2|all]      # needs torchvision: pip install torchvision
+    .venv/bin/python -m pip install -e '.[bench]'     # torchvision and transformers, for the peers
+    .venv/bin/python bench/speed.py [w1|w2|all]
 
 Run it on a quiet machine: it reports, it does not judge (always exits 0 once it has measured).
 """
@@ -51,17 +53,18 @@ def write_pngs() -> Path:
     return PNG
 
 
-def timed(cmd: list[str]) -> dict:
+def timed(cmd: list[str], env: dict | None = None) -> dict:
     """Run a command; its wall time, its own peak RSS (ru_maxrss of the child) and its JSON summary."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     out, err = proc.stdout.read(), proc.stderr.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    summary = json.loads(out[out.index("{"):])
+    # The summary is the last JSON object printed (transformers prints dicts of its own before it).
+    summary = json.loads(out[out.rindex("\n{") + 1:] if "\n{" in out else out[out.index("{"):])
     return {"seconds": seconds, "top1": summary.get("top1", summary.get("val_top1")), "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -82,11 +85,18 @@ def w1() -> None:
     common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]
     print("W1 full fine-tune, test_resnet 32x32, 1 epoch, no augmentation (ratio: zoo / peer)")
     p = timed(peer("--workers", "2", *common))
-    z = timed(zoo("test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common))
+    hf = timed([sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), "--workers", "2", *common])
+    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
+    cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
+    cold = timed(zoo(*flags), env=cache)  # an empty cache: decodes the PNG files
+    warm = timed(zoo(*flags), env=cache)  # the next run on the same folder reads $ZOO_CACHE/decoded
     show("peer (a) torchvision + timm loop", p)
-    show("zoo finetune", z, p)
+    show("peer (b) transformers Trainer", hf)
+    show("zoo finetune, first run", cold, p)
+    print(f"  {'':34s} zoo / peer (b): {cold['seconds'] / hf['seconds']:.2f}")
+    show("zoo finetune, images decoded before", warm, p)
+    print(f"  {'':34s} zoo / peer (b): {warm['seconds'] / hf['seconds']:.2f}")
     print(f"  decoded uint8 cache of the 60,000 train images at 3x32x32: {60_000 * 3 * 32 * 32 / 2**20:.0f} MiB")
-    print("  peer (b) transformers Trainer: not measured (transformers is not installed by this benchmark)")
 
 
 def w2() -> None:
@@ -95,8 +105,8 @@ def w2() -> None:
     print("W2 linear probe from zoo-fmnist-resnet, 10 epochs, no augmentation (ratio: zoo / the line's tool)")
     p = timed(peer("--workers", "2", "--frozen", "--pretrained", src, *common))
     flags = ["zoo-fmnist-resnet", "--data", str(PNG), "--freeze", "head-only", "--aug", "none", "--weight-decay", "1e-4", *common]
-    off = timed(zoo(*flags, "--no-feature-cache"))
-    z = timed(zoo(*flags))
+    off = timed(zoo(*flags, "--no-feature-cache"), env={"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")})
+    z = timed(zoo(*flags), env={"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")})  # first runs: decoding included
     show("peer (a), frozen backbone", p)
     show("zoo, feature cache off", off)
     show("zoo finetune --freeze head-only", z)

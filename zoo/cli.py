@@ -384,6 +384,7 @@ def _options(pairs, flag) -> dict:
 @click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
 @click.option("--sync-bn/--no-sync-bn", default=None, help="With several processes: BatchNorm statistics over the global batch.")
 @click.option("--save-every", type=int, metavar="N", help="Also write checkpoints/last.pt every N batches.")
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the training forward (for GPUs; slow to start on CPUs).")
 @click.option("--feature-cache/--no-feature-cache", default=None,
               help="Compute a frozen backbone's features once, not every epoch (default: on where it changes nothing).")
 @click.option("--nproc-per-node", type=int, metavar="N", help="Train with N processes on this machine, through torchrun "

@@ -246,6 +246,49 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
     return Decoded(images, labels, skipped)
 
 
+DECODE_CACHE_MAX_BYTES = 1 << 30  # bigger decoded splits are decoded again each run, not stored
+
+
+def cache_dir() -> Path:
+    """zoo's cache folder: $ZOO_CACHE, else ~/.cache/zoo."""
+    return Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo")
+
+
+def cached_decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Callable[[int], None] | None = None) -> Decoded:
+    """:func:`decode`, kept on disk between runs under ``$ZOO_CACHE/decoded/``.
+
+    The key covers the split's fingerprint (file names, sizes and times, or the bytes of in-memory
+    images), the preprocessing and Pillow's version, so any change decodes again. Written
+    atomically; a damaged entry is decoded again; ``ZOO_DECODE_CACHE=0`` turns it off.
+    """
+    import hashlib
+
+    from PIL import __version__ as pillow
+
+    path = None
+    if split.fingerprint and os.environ.get("ZOO_DECODE_CACHE", "1") != "0":
+        key = hashlib.sha256(f"{split.fingerprint}|{pre.size}|{pre.crop_pct}|{pre.interpolation}|{pillow}|1".encode()).hexdigest()[:24]
+        path = cache_dir() / "decoded" / f"{key}.safetensors"
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            try:
+                stored = load_file(path)
+                if len(stored["labels"]) == len(split):
+                    return Decoded(stored["images"], stored["labels"], [])
+            except Exception:  # noqa: BLE001 - a damaged cache entry is decoded again and replaced
+                pass
+    decoded = decode(split, pre, strict=strict, progress=progress)
+    if path is not None and not decoded.skipped and decoded.images.numel() <= DECODE_CACHE_MAX_BYTES:
+        from zoo.runs import save_weights
+
+        try:
+            save_weights(path, {"images": decoded.images, "labels": decoded.labels})
+        except ZooError:  # a cache that cannot be written (full disk, read-only home) is not an error
+            pass
+    return decoded
+
+
 def _reason(exc: BaseException) -> str:
     from PIL import Image
 

@@ -91,8 +91,9 @@ def hub(check: bool = True, timeout: float = 3.0) -> dict:
 def caches() -> list[dict]:
     from huggingface_hub import constants
 
-    zoo_cache = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo")
-    rows = [("zoo", zoo_cache), ("huggingface hub", Path(constants.HF_HUB_CACHE))]
+    from zoo.data import cache_dir
+
+    rows = [("zoo", cache_dir()), ("huggingface hub", Path(constants.HF_HUB_CACHE))]
     return [{"name": name, "path": str(path), "bytes": _folder_size(path)} for name, path in rows]
 
 

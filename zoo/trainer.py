@@ -65,6 +65,7 @@ class FinetuneConfig:
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch
     save_every: int | None = None  # also checkpoint every N batches (an epoch's work is never all lost)
     feature_cache: bool = True  # a backbone frozen for the whole run computes each image's features once
+    compile: bool = False  # torch.compile the training forward (worth it on GPUs; slow to start on CPUs)
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
@@ -336,14 +337,15 @@ class Trainer:
             self.model.train()
 
     def _net(self):
-        """The module to train: the model itself, or its DistributedDataParallel wrapper."""
-        if not self.dist.enabled:
-            return self.model
+        """The module to train: the model, or its DistributedDataParallel wrapper; compiled with ``compile``."""
         trainable = tuple(n for n, p in self.model.named_parameters() if p.requires_grad)
         if trainable != self._ddp_key:  # DDP fixes its parameters when built: rebuild when a freeze schedule changes them
-            from torch.nn.parallel import DistributedDataParallel
+            net = self.model
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel
 
-            self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._ddp = torch.compile(net) if self.config.compile else net  # the weights stay self.model's: checkpoints are unchanged
             self._ddp_key = trainable
         return self._ddp
 
@@ -625,7 +627,7 @@ class Reporter:
         self.quiet = quiet
 
     def decode(self, name, split, pre, strict):
-        decoded = data.decode(split, pre, strict=strict)
+        decoded = data.cached_decode(split, pre, strict=strict)
         if decoded.skipped:
             from zoo.plugins import warn
 
