@@ -242,7 +242,8 @@ class Trainer:
         self.best, self.bad_epochs, self.history = None, 0, []
         self.totals = _zero_totals()
         self.aug_rng = torch.Generator().manual_seed(cfg.seed)
-        self._ddp, self._ddp_key = None, None
+        self._train_net, self._net_key = None, None
+        self.cache = None  # the frozen-feature cache, built by _fit when it changes nothing
         if self.resume_state is not None:
             self._restore(self.resume_state)
         if self.dist.enabled:  # every process its own dropout and drop-path draws
@@ -339,15 +340,15 @@ class Trainer:
     def _net(self):
         """The module to train: the model, or its DistributedDataParallel wrapper; compiled with ``compile``."""
         trainable = tuple(n for n, p in self.model.named_parameters() if p.requires_grad)
-        if trainable != self._ddp_key:  # DDP fixes its parameters when built: rebuild when a freeze schedule changes them
+        if trainable != self._net_key:  # DDP fixes its parameters when built: rebuild when a freeze schedule changes them
             net = self.model
             if self.dist.enabled:
                 from torch.nn.parallel import DistributedDataParallel
 
                 net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            self._ddp = torch.compile(net) if self.config.compile else net  # the weights stay self.model's: checkpoints are unchanged
-            self._ddp_key = trainable
-        return self._ddp
+            self._train_net = torch.compile(net) if self.config.compile else net  # the weights stay self.model's: checkpoints are unchanged
+            self._net_key = trainable
+        return self._train_net
 
     def _train_epoch(self) -> None:
         cfg, model = self.config, self.model
@@ -463,7 +464,7 @@ class Trainer:
         if self.dist.enabled:  # each process scores its share; the sums are added up below
             part = torch.tensor_split(torch.arange(len(labels)), self.dist.world)[self.dist.rank]
             images, labels = images[part], labels[part]
-        cached = self.cache.get("val") if getattr(self, "cache", None) else None
+        cached = self.cache.get("val") if self.cache else None
         for start in range(0, len(labels), 256):
             y = labels[start:start + 256].to(self.device)
             with self._autocast():
