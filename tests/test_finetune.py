@@ -481,6 +481,38 @@ def test_decoded_images_are_cached_on_disk_and_any_change_decodes_again(tmp_path
     assert len(list(folder.glob("*.safetensors"))) == 3  # off: nothing stored
 
 
+def test_big_splits_decode_in_worker_processes_with_the_same_bits(tmp_path, monkeypatch):
+    """Splits of 2,048+ images are decoded by forked workers: same pixels, same skips, same --strict error."""
+    import os
+
+    from PIL import Image
+
+    from zoo import data
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: zoo decodes in-process")
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(1030):
+            Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{c}" / f"{i:04d}.png")
+    (tmp_path / "imgs" / "c1" / "0500.png").write_bytes(b"\x89PNG cut short")
+    split = data.open_dataset(str(tmp_path / "imgs")).splits["train"]
+    pre = data.Preprocess(8, 1.0, "bilinear")
+    assert data._workers(len(split)) >= 2
+    seen = []
+    pooled = data.decode(split, pre, progress=seen.append)
+    assert sum(seen) == len(split)
+    monkeypatch.setattr(data, "_workers", lambda n: 0)
+    inline = data.decode(split, pre)
+    assert torch.equal(pooled.images, inline.images) and torch.equal(pooled.labels, inline.labels)
+    assert pooled.skipped == inline.skipped == [str(tmp_path / "imgs" / "c1" / "0500.png")]
+    assert len(pooled.labels) == len(split) - 1
+    monkeypatch.undo()
+    with pytest.raises(ZooError, match="cannot read image .*0500.png"):
+        data.decode(split, pre, strict=True)
+
+
 @pytest.mark.slow
 def test_compile_trains_like_eager(tmp_path):
     """--compile runs the training forward through torch.compile; the weights match eager closely."""

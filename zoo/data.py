@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -72,7 +74,7 @@ def file_split(paths: Sequence[Path], labels: Sequence[int]) -> Split:
     paths = list(paths)
     h = hashlib.sha256()
     for p, y in zip(paths, labels):
-        st = p.stat()
+        st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     return Split(np.asarray(labels, dtype=np.int64), lambda i: Image.open(paths[i]), lambda i: str(paths[i]), h.hexdigest()[:16])
 
@@ -208,39 +210,77 @@ class Decoded:
     skipped: list[str]
 
 
-def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Callable[[int], None] | None = None) -> Decoded:
-    """Decode every image once; unreadable files are skipped (or fail with ``strict``)."""
-    import torch
-    from concurrent.futures import ThreadPoolExecutor
+_JOB: tuple | None = None  # (split, preprocess) of the decode in progress, inherited by forked workers
 
+
+def _decode_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
+    """Decode images start..stop of the current job: their pixels and (index, reason) of each failure."""
     from PIL import Image
 
-    def one(i: int):
+    start, stop = bounds
+    split, pre = _JOB
+    out = np.zeros((stop - start, 3, pre.size, pre.size), dtype=np.uint8)
+    failed = []
+    for i in range(start, stop):
         try:
             with split.load(i) as img:  # PIL images close their file on exit
-                return pre(img)
+                out[i - start] = pre(img)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return exc
+            failed.append((i, _reason(exc)))
+    return start, out, failed
 
-    out = np.empty((len(split), 3, pre.size, pre.size), dtype=np.uint8)
-    keep = np.ones(len(split), dtype=bool)
+
+def _quiet_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the trainer's save-and-exit handler
+
+
+def _workers(n: int) -> int:
+    """Processes to decode n images with: forked workers on Linux for big splits, else none."""
+    import multiprocessing
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n < 2048 or cpus < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return 0
+    return min(cpus, 8)
+
+
+def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Callable[[int], None] | None = None) -> Decoded:
+    """Decode every image once; unreadable files are skipped (or fail with ``strict``).
+
+    Big splits are decoded by forked worker processes, in chunks: Pillow's per-image Python work
+    holds the GIL, so threads would not run in parallel for small images.
+    """
+    import multiprocessing
+
+    import torch
+
+    global _JOB
+    n = len(split)
+    out = np.empty((n, 3, pre.size, pre.size), dtype=np.uint8)
+    keep = np.ones(n, dtype=bool)
     skipped: list[str] = []
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        for i, result in enumerate(pool.map(one, range(len(split)), chunksize=64)):
-            if isinstance(result, BaseException):
-                if strict:
-                    raise ZooError(f"cannot read image {split.describe(i)}: {_reason(result)} (drop --strict to skip such files)")
-                skipped.append(split.describe(i))
-                keep[i] = False
-            else:
-                out[i] = result
-            if progress and i % 256 == 255:
-                progress(256)
-    if progress:
-        progress(len(split) % 256)
+    chunk = max(16, min(1024, (64 << 20) // (3 * pre.size * pre.size)))  # at most 64 MiB sent back at a time
+    chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    workers = _workers(n)
+    _JOB = (split, pre)
+    try:
+        with (multiprocessing.get_context("fork").Pool(workers, _quiet_worker) if workers else nullcontext()) as pool:
+            for start, pixels, failed in (pool.imap(_decode_range, chunks) if pool else map(_decode_range, chunks)):
+                out[start:start + len(pixels)] = pixels
+                for i, reason in failed:
+                    if strict:
+                        raise ZooError(f"cannot read image {split.describe(i)}: {reason} (drop --strict to skip such files)")
+                    skipped.append(split.describe(i))
+                    keep[i] = False
+                if progress:
+                    progress(len(pixels))
+    finally:
+        _JOB = None
     if not keep.any():
-        raise ZooError(f"none of the {len(split)} images could be read (first: {skipped[0]})")
+        raise ZooError(f"none of the {n} images could be read (first: {skipped[0]})")
     images = torch.from_numpy(out[keep] if not keep.all() else out)
     labels = torch.from_numpy(split.labels[keep])
     return Decoded(images, labels, skipped)

@@ -41,16 +41,25 @@ def check_class_names(names: list[str], where: str) -> None:
 
 # -- image folders -----------------------------------------------------------------------
 def _walk_files(root: Path) -> list[Path]:
-    """Every non-hidden file below root, following symlinks but never looping."""
+    """Every non-hidden file below root (a folder's files, then its subfolders), following symlinks but never looping."""
     seen, files = set(), []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
+
+    def visit(folder: str) -> None:
+        real = os.path.realpath(folder)
         if real in seen:
-            dirnames[:] = []
-            continue
+            return
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and (Path(dirpath) / f).is_file()]
+        try:
+            with os.scandir(folder) as it:  # entries know their type: no stat per regular file
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:  # an unreadable folder is skipped, as os.walk does
+            return
+        files.extend(Path(e.path) for e in entries if e.is_file())
+        for e in entries:
+            if e.is_dir():
+                visit(e.path)
+
+    visit(str(root))
     return files
 
 
