@@ -17,10 +17,18 @@ class ConsoleReporter(Reporter):
         self.live = self.console.is_terminal and not self.quiet
         self.progress = None
 
-    def decode(self, name, split, pre, strict):
-        if not self.quiet:
-            self.console.print(f"decoding {len(split)} {name} images at {pre.size}x{pre.size} ...", highlight=False)
-        return super().decode(name, split, pre, strict)
+    def decode(self, name, split, pre, strict, progress=None):
+        if self.quiet:
+            return super().decode(name, split, pre, strict)
+        self.console.print(f"decoding {len(split)} {name} images at {pre.size}x{pre.size} ...", highlight=False)
+        if not self.live:
+            return super().decode(name, split, pre, strict)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"decoding {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=self.console, transient=True) as bar:
+            task = bar.add_task("", total=len(split))
+            return super().decode(name, split, pre, strict, lambda n: bar.advance(task, n))
 
     def start(self, trainer):
         if self.quiet:

@@ -627,8 +627,8 @@ class Reporter:
     def __init__(self, quiet: bool = True):
         self.quiet = quiet
 
-    def decode(self, name, split, pre, strict):
-        decoded = data.cached_decode(split, pre, strict=strict)
+    def decode(self, name, split, pre, strict, progress=None):
+        decoded = data.cached_decode(split, pre, strict=strict, progress=progress)
         if decoded.skipped:
             from zoo.plugins import warn
 
