@@ -4,12 +4,14 @@ Writes Fashion-MNIST (Debian's IDX files) once as PNG files in an image folder
 (60,000 train / 10,000 val, under $ZOO_CACHE/bench/fmnist-png), then times, as subprocesses:
 
   W1  full fine-tune, test_resnet at 32x32, batch 128, SGD lr 0.1, no augmentation, 1 epoch:
-      zoo finetune (first run, and a run whose images were decoded before)  against
+      zoo finetune in float32 and with --amp bf16 (each: a first run, and a run whose images
+      were decoded before)  against
       peer (a) bench/peer_loop.py (torchvision ImageFolder + DataLoader with 2 workers + timm +
       a plain SGD loop) and peer (b) bench/peer_hf.py (transformers' Trainer with timm's model)
   W2  linear probe (head-only), 10 epochs, from zoo's pretrained zoo-fmnist-resnet:
       zoo finetune (feature cache on)  against  peer (a) with a frozen backbone,
-      and against zoo with --no-feature-cache
+      and against zoo with --no-feature-cache; then zoo again with another learning rate,
+      reading the features an earlier run stored
 
 Each line: wall seconds (start-up, decoding and evaluation included), validation top-1, peak RSS.
 
@@ -86,31 +88,34 @@ def w1() -> None:
     print("W1 full fine-tune, test_resnet 32x32, 1 epoch, no augmentation (ratio: zoo / peer)")
     p = timed(peer("--workers", "2", *common))
     hf = timed([sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), "--workers", "2", *common])
-    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
-    cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
-    cold = timed(zoo(*flags), env=cache)  # an empty cache: decodes the PNG files
-    warm = timed(zoo(*flags), env=cache)  # the next run on the same folder reads $ZOO_CACHE/decoded
     show("peer (a) torchvision + timm loop", p)
     show("peer (b) transformers Trainer", hf)
-    show("zoo finetune, first run", cold, p)
-    print(f"  {'':34s} zoo / peer (b): {cold['seconds'] / hf['seconds']:.2f}")
-    show("zoo finetune, images decoded before", warm, p)
-    print(f"  {'':34s} zoo / peer (b): {warm['seconds'] / hf['seconds']:.2f}")
+    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
+    for amp in ("off", "bf16"):  # float32 as the peers; then bf16 autocast, native on CPUs with AMX
+        cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
+        cold = timed(zoo(*flags, "--amp", amp), env=cache)  # an empty cache: decodes the PNG files
+        warm = timed(zoo(*flags, "--amp", amp), env=cache)  # the next run on the same folder reads $ZOO_CACHE/decoded
+        for name, r in ((f"zoo --amp {amp}, first run", cold), (f"zoo --amp {amp}, decoded before", warm)):
+            show(name, r, p)
+            print(f"  {'':34s} zoo / peer (b): {r['seconds'] / hf['seconds']:.2f}")
     print(f"  decoded uint8 cache of the 60,000 train images at 3x32x32: {60_000 * 3 * 32 * 32 / 2**20:.0f} MiB")
 
 
 def w2() -> None:
-    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "10"]
+    common = ["--img-size", "32", "--batch-size", "128", "--epochs", "10"]
     src = f"local-dir:{ROOT / 'models' / 'zoo-fmnist-resnet'}"
     print("W2 linear probe from zoo-fmnist-resnet, 10 epochs, no augmentation (ratio: zoo / the line's tool)")
-    p = timed(peer("--workers", "2", "--frozen", "--pretrained", src, *common))
+    p = timed(peer("--workers", "2", "--frozen", "--pretrained", src, "--lr", "0.1", *common))
     flags = ["zoo-fmnist-resnet", "--data", str(PNG), "--freeze", "head-only", "--aug", "none", "--weight-decay", "1e-4", *common]
-    off = timed(zoo(*flags, "--no-feature-cache"), env={"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")})
-    z = timed(zoo(*flags), env={"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")})  # first runs: decoding included
+    off = timed(zoo(*flags, "--lr", "0.1", "--no-feature-cache"), env={"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")})
+    cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
+    z = timed(zoo(*flags, "--lr", "0.1"), env=cache)  # a first run: decoding and features included
+    again = timed(zoo(*flags, "--lr", "0.05"), env=cache)  # another learning rate: the features are on disk
     show("peer (a), frozen backbone", p)
     show("zoo, feature cache off", off)
     show("zoo finetune --freeze head-only", z)
     print(f"  zoo / peer (a): {z['seconds'] / p['seconds']:.3f}   zoo / zoo without the cache: {z['seconds'] / off['seconds']:.3f}")
+    show("zoo again, --lr 0.05 (features cached)", again, p)
 
 
 def main() -> int:

@@ -434,6 +434,81 @@ def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, hea
     assert strip(h1) == strip(h2)
 
 
+def test_features_are_kept_on_disk_reused_exactly_and_a_damaged_entry_is_recomputed(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "features"
+    opts = dict(FAST, data="digits", shots=10, freeze="head-only")
+    weights = lambda name: load_file(zoo.finetune(out=tmp_path / name, **opts).run_dir / "model.safetensors")  # noqa: E731
+    same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+
+    first = weights("a")
+    entries = sorted(folder.glob("*.safetensors"))
+    assert len(entries) == 2  # train and val
+    assert not list(folder.glob(".*")), "a temporary file was left behind"  # written atomically
+    assert same(weights("b"), first) and sorted(folder.glob("*.safetensors")) == entries
+
+    # The entries are what a later run reads: zeros planted in them train another head.
+    for e in entries:
+        save_file({"features": torch.zeros_like(load_file(e)["features"])}, e)
+    assert not torch.equal(weights("c")["fc.weight"], first["fc.weight"])
+    for e in entries:
+        e.write_bytes(b"damaged")
+    assert same(weights("d"), first)  # recomputed and stored again
+    assert len(load_file(entries[0])["features"]) > 0
+
+    opts.update(img_size=24)  # another transform: new train and val entries
+    weights("e")
+    assert len(list(folder.glob("*.safetensors"))) == 4
+    opts.update(shots=12)  # other training images (the held-out ones stay): a new train entry
+    weights("f")
+    assert len(list(folder.glob("*.safetensors"))) == 5
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", "0")
+    opts.update(shots=13)
+    weights("g")
+    assert len(list(folder.glob("*.safetensors"))) == 5  # in memory only
+
+
+def test_feature_key_changes_with_any_weight_bit_or_module_setting():
+    from zoo import features
+
+    model = backbones.create(resolve("test_resnet"), num_classes=4, pretrained=False, seed=0)
+    part = features.split(model)
+    base = features.digest(part)
+    assert features.digest(features.split(backbones.create(resolve("test_resnet"), num_classes=4, pretrained=False, seed=0))) == base
+    with torch.no_grad():
+        model.fc.weight.add_(1)  # the head is not part of the features
+    assert features.digest(part) == base
+    with torch.no_grad():
+        w = model.conv1[0].weight if isinstance(model.conv1, torch.nn.Sequential) else model.conv1.weight
+        w.view(-1)[0] = torch.nextafter(w.view(-1)[0], torch.tensor(1.0))  # one bit
+    assert features.digest(part) != base
+    model = backbones.create(resolve("test_resnet"), num_classes=4, pretrained=False, seed=0)
+    model.global_pool.flatten = torch.nn.Identity()  # a changed submodule
+    assert features.digest(features.split(model)) != base
+    other = backbones.create(resolve("test_resnet"), num_classes=4, pretrained=False, seed=0)
+    next(m for m in other.modules() if isinstance(m, torch.nn.BatchNorm2d)).eps = 1e-3  # a changed setting
+    assert features.digest(features.split(other)) != base
+
+
+def test_compare_and_a_linear_probe_share_the_feature_cache(tmp_path, monkeypatch):
+    """zoo compare's features are exactly those head-only fine-tuning computes: the probe reuses them."""
+    from zoo.compare import compare
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    compare(["zoo-fmnist-resnet"], data_spec="digits", shots=10, img_size=32, val_split=0.2, seed=0)
+    entries = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(entries) == 2
+    opts = dict(backbone="zoo-fmnist-resnet", data="digits", shots=10, img_size=32, val_split=0.2, seed=0, epochs=2, aug="none",
+                freeze="head-only")
+    reused = load_file(zoo.finetune(out=tmp_path / "a", **opts).run_dir / "model.safetensors")
+    assert sorted((tmp_path / "cache" / "features").glob("*.safetensors")) == entries  # nothing new computed
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", "0")
+    own = load_file(zoo.finetune(out=tmp_path / "b", **opts).run_dir / "model.safetensors")
+    assert all(torch.equal(reused[k], own[k]) for k in own)
+
+
 @pytest.mark.parametrize("change", [{"aug": "light"}, {"freeze": "none"}, {"freeze": "last-n"}, {"model_args": {"drop_rate": 0.2}},
                                     {"ema_decay": 0.9}], ids=["aug", "full", "last-n", "dropout", "ema"])
 def test_feature_cache_stays_off_where_it_would_change_the_result(tmp_path, change):

@@ -41,6 +41,13 @@ def timm_model(model: nn.Module) -> nn.Module:
     return model.backbone if isinstance(model, WithHead) else model
 
 
+def memory_format(model: nn.Module, channels_last: bool | None = None) -> torch.memory_format:
+    """channels_last for convolutional nets (unless told otherwise), else contiguous."""
+    if channels_last is None:
+        channels_last = any(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in model.modules())
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def classifier_param_names(model: nn.Module) -> set[str]:
     head = model.get_classifier()
     ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()

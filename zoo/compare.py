@@ -2,7 +2,9 @@
 
 Each candidate's frozen features (timm's pooled pre-logits) are extracted once for the
 training and validation images, a multinomial logistic regression (scikit-learn) is fitted
-on them, and candidates are ranked by validation accuracy.
+on them, and candidates are ranked by validation accuracy. The features come from the same
+on-disk feature cache as ``zoo finetune --freeze head-only``: a second comparison, or a
+linear probe of a candidate on the same split, does not run the backbone again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from zoo import backbones, data
+from zoo import features as feature_cache
 from zoo.errors import UsageError
 from zoo.registry import resolve
 
@@ -29,16 +32,15 @@ class Candidate:
 
 
 @torch.inference_mode()
-def features(model, decoded: data.Decoded, mean, std, batch_size: int = 256) -> np.ndarray:
-    """Pooled pre-logit features of every decoded image (eval mode, float32)."""
-    model.eval()
-    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(std).view(1, 3, 1, 1) * 255
-    out = []
-    for start in range(0, len(decoded.labels), batch_size):
-        x = (decoded.images[start:start + batch_size].float() - mean) / std
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
-    return torch.cat(out).numpy()
+def probe_features(model, decoded: data.Decoded, pre: data.Preprocess, mean, std) -> np.ndarray:
+    """Pooled pre-logit features of every decoded image, as ``zoo finetune --freeze head-only`` computes them on the CPU."""
+    from zoo.trainer import FinetuneConfig
+
+    part = feature_cache.split(model)
+    layout = backbones.memory_format(model)
+    model.to(memory_format=layout).eval()
+    prepare = data.Normalize(tuple(mean), tuple(std), torch.device("cpu"), layout)
+    return feature_cache.cached(part, decoded, pre, prepare, FinetuneConfig.batch_size, None).float().numpy()
 
 
 def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
@@ -71,8 +73,8 @@ def compare(names: list[str], *, data_spec: str, shots: int | None = None, img_s
         inner = backbones.timm_model(model)
         cfg = resolve_data_config({}, model=inner)
         pre = data.Preprocess(img_size or int(cfg["input_size"][-1]), float(cfg["crop_pct"]), cfg["interpolation"])
-        tr, va = data.decode(train, pre), data.decode(val, pre)
-        tx, vx = features(inner, tr, cfg["mean"], cfg["std"]), features(inner, va, cfg["mean"], cfg["std"])
+        tr, va = data.cached_decode(train, pre), data.cached_decode(val, pre)
+        tx, vx = probe_features(model, tr, pre, cfg["mean"], cfg["std"]), probe_features(model, va, pre, cfg["mean"], cfg["std"])
         top1 = probe(tx, tr.labels.numpy(), vx, va.labels.numpy(), seed)
         params = sum(p.numel() for p in inner.parameters()) / 1e6
         results.append(Candidate(name, spec.source, top1, time.perf_counter() - start, round(params, 2), tx.shape[1]))

@@ -208,6 +208,30 @@ class Decoded:
     images: "object"  # uint8 tensor (N, 3, H, W)
     labels: "object"  # int64 tensor (N,)
     skipped: list[str]
+    fingerprint: str = ""  # the split's: with the preprocessing, it names these pixels
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """uint8 batches -> float batches normalized by timm's mean/std, on the device, in the model's memory format.
+
+    Its repr names everything it does, so caches of what a model computes from it can key on it.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: "object"  # torch.device
+    memory_format: "object"  # torch.memory_format
+
+    def __post_init__(self):
+        import torch
+
+        object.__setattr__(self, "_mean", torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255)
+        object.__setattr__(self, "_std", torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255)
+
+    def __call__(self, images):
+        x = images.to(self.device, non_blocking=True)
+        return ((x.float() - self._mean) / self._std).contiguous(memory_format=self.memory_format)
 
 
 _JOB: tuple | None = None  # (split, preprocess) of the decode in progress, inherited by forked workers
@@ -283,10 +307,7 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
         raise ZooError(f"none of the {n} images could be read (first: {skipped[0]})")
     images = torch.from_numpy(out[keep] if not keep.all() else out)
     labels = torch.from_numpy(split.labels[keep])
-    return Decoded(images, labels, skipped)
-
-
-DECODE_CACHE_MAX_BYTES = 1 << 30  # bigger decoded splits are decoded again each run, not stored
+    return Decoded(images, labels, skipped, split.fingerprint)
 
 
 def cache_dir() -> Path:
@@ -309,24 +330,40 @@ def cached_decode(split: Split, pre: Preprocess, *, strict: bool = False, progre
     if split.fingerprint and os.environ.get("ZOO_DECODE_CACHE", "1") != "0":
         key = hashlib.sha256(f"{split.fingerprint}|{pre.size}|{pre.crop_pct}|{pre.interpolation}|{pillow}|1".encode()).hexdigest()[:24]
         path = cache_dir() / "decoded" / f"{key}.safetensors"
-        if path.is_file():
-            from safetensors.torch import load_file
-
-            try:
-                stored = load_file(path)
-                if len(stored["labels"]) == len(split):
-                    return Decoded(stored["images"], stored["labels"], [])
-            except Exception:  # noqa: BLE001 - a damaged cache entry is decoded again and replaced
-                pass
+        stored = read_entry(path)
+        if stored is not None and len(stored.get("labels", ())) == len(split):
+            return Decoded(stored["images"], stored["labels"], [], split.fingerprint)
     decoded = decode(split, pre, strict=strict, progress=progress)
-    if path is not None and not decoded.skipped and decoded.images.numel() <= DECODE_CACHE_MAX_BYTES:
-        from zoo.runs import save_weights
-
-        try:
-            save_weights(path, {"images": decoded.images, "labels": decoded.labels})
-        except ZooError:  # a cache that cannot be written (full disk, read-only home) is not an error
-            pass
+    if path is not None and not decoded.skipped:
+        write_entry(path, {"images": decoded.images, "labels": decoded.labels})
     return decoded
+
+
+CACHE_ENTRY_MAX_BYTES = 1 << 30  # bigger entries are computed again each run, not stored
+
+
+def read_entry(path: Path) -> dict | None:
+    """A cache entry's tensors, or None when it is missing or damaged (the caller computes it again)."""
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception:  # noqa: BLE001 - a damaged entry is recomputed and replaced
+        return None
+
+
+def write_entry(path: Path, tensors: dict) -> None:
+    """Store a cache entry atomically; one that is too big or cannot be written is simply not stored."""
+    if sum(t.numel() * t.element_size() for t in tensors.values()) > CACHE_ENTRY_MAX_BYTES:
+        return
+    from zoo.runs import save_weights
+
+    try:
+        save_weights(path, {k: t.cpu() for k, t in tensors.items()})
+    except ZooError:  # a full disk or a read-only home is not an error for a cache
+        pass
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,18 +1,26 @@
 """The frozen-feature cache: a backbone that never trains is run once per image, not once per epoch.
 
 When every epoch trains only the head, augmentation is off and nothing random runs in the frozen
-part, the trainer computes each image's pooled features once and trains the head on them. The
-cache lives in memory for one run, built from the run's own model, weights, transform and data,
-so nothing can go stale; ``--no-feature-cache`` turns it off.
+part, the trainer computes each image's pooled features once and trains the head on them;
+``zoo compare`` probes the same features. They are kept under ``$ZOO_CACHE/features/``, keyed by
+everything they depend on: the frozen part's modules, settings and weight bits, the decoded data's
+fingerprint and preprocessing, normalization, device, precision, batch size and library versions.
+Any change computes them again. ``--no-feature-cache`` turns the cache off; ``ZOO_FEATURE_CACHE=0``
+keeps it in memory only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from itertools import chain
 from typing import Callable
 
 import torch
 from torch import nn
+
+FORMAT = 1  # bump when what an entry holds changes
 
 
 @dataclass
@@ -68,3 +76,43 @@ def same_as_model(part: Split, model: nn.Module, x: torch.Tensor, autocast: Call
     """Whether head(features(x)) is exactly model(x): the cut must not change a single bit."""
     with autocast():
         return torch.equal(part.head(part.features(x)), model(x))
+
+
+def digest(part: Split) -> str:
+    """What the frozen part computes: each module's type, children and plain settings, and every weight's bits."""
+    h = hashlib.sha256()
+    plain = (str, int, float, bool, tuple, type(None))
+    for m in part.frozen:
+        settings = sorted((k, v) for k, v in vars(m).items() if k != "training" and isinstance(v, plain))
+        h.update(f"{type(m).__module__}.{type(m).__qualname__}{list(m._modules)}{settings!r}".encode())
+        for name, t in chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False)):
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """:func:`compute` for a decoded split, read from and kept in ``$ZOO_CACHE/features/``.
+
+    ``prepare`` is a :class:`zoo.data.Normalize` (its repr names the normalization, device and memory
+    format); the model must be in eval mode. The features come back on the CPU when read from disk.
+    """
+    import timm
+
+    from zoo import data
+
+    device = prepare.device
+    autocast = lambda: torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32,  # noqa: E731
+                                      enabled=amp_dtype is not None)
+    path = None
+    if decoded.fingerprint and os.environ.get("ZOO_FEATURE_CACHE", "1") != "0":
+        key = "|".join(map(str, (FORMAT, digest(part), decoded.fingerprint, len(decoded.labels), repr(pre), repr(prepare),
+                                 amp_dtype, batch_size, torch.__version__, timm.__version__)))
+        path = data.cache_dir() / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+        stored = data.read_entry(path)
+        if stored is not None and len(stored.get("features", ())) == len(decoded.labels):
+            return stored["features"]
+    out = compute(part, decoded.images, prepare, batch_size, autocast)
+    if path is not None:
+        data.write_entry(path, {"features": out})
+    return out

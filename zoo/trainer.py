@@ -209,13 +209,11 @@ class Trainer:
         if self.global_batch > n:
             per = f" x {self.dist.world} processes" if self.dist.enabled else ""
             raise UsageError(f"--batch-size {cfg.batch_size}{per} is larger than the {n} training images: use at most {n // self.dist.world}")
-        self.mean = torch.tensor(self.data_cfg["mean"], device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(self.data_cfg["std"], device=self.device).view(1, 3, 1, 1) * 255
 
         # Model placement and precision.
-        conv = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) for m in self.model.modules())
-        self.memory_format = torch.channels_last if (cfg.channels_last if cfg.channels_last is not None else conv) else torch.contiguous_format
+        self.memory_format = backbones.memory_format(self.model, cfg.channels_last)
         self.model.to(self.device, memory_format=self.memory_format)
+        self._prepare = data.Normalize(self.data_cfg["mean"], self.data_cfg["std"], self.device, self.memory_format)
         self.amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or cfg.amp == "auto" and self.device.type == "cuda") else None
 
         # Optimizer: one SGD group per (parameter group, decay or not); lr is set every update.
@@ -307,11 +305,6 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> normalized float batch on the device, in the model's memory format."""
-        x = images.to(self.device, non_blocking=True)
-        return ((x.float() - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-
     def _feature_cache(self) -> dict | None:
         """Pooled features of every image, when the frozen part would compute exactly these every epoch."""
         cfg = self.config
@@ -329,10 +322,10 @@ class Trainer:
         try:
             if not features.same_as_model(part, self.model, self._prepare(self.train_data.images[:8]), self._autocast):
                 return None
-            cached = {"split": part, "train": features.compute(part, self.train_data.images, self._prepare, cfg.batch_size,
-                                                               self._autocast)}
-            if self.val_data is not None:
-                cached["val"] = features.compute(part, self.val_data.images, self._prepare, cfg.batch_size, self._autocast)
+            cached = {"split": part}
+            for name, decoded in (("train", self.train_data), ("val", self.val_data)):
+                if decoded is not None:
+                    cached[name] = features.cached(part, decoded, self.pre, self._prepare, cfg.batch_size, self.amp_dtype).to(self.device)
             return cached
         finally:
             self.model.train()
