@@ -2,14 +2,16 @@
 
 For each workload: the FLOPs of one training step (forward + backward, counted by PyTorch's
 FlopCounterMode), the step's measured time in zoo's configuration (channels_last, SGD with
-momentum, float32 on the CPU), and the achieved FLOP/s as a fraction of the float32
-matrix-multiply FLOP/s measured in the same run on the same machine.
+momentum, on the CPU), and the achieved FLOP/s as a fraction of the matrix-multiply FLOP/s
+measured in the same run on the same machine: float32 steps against float32 matmul, and
+``--amp bf16`` steps (bf16 autocast) against bf16 matmul.
 
     .venv/bin/python bench/efficiency.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import timm
@@ -23,8 +25,8 @@ WORKLOADS = [  # (name, timm model, kwargs, image size, batch)
 ]
 
 
-def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(n: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     start = time.perf_counter()
     for _ in range(repeats):
@@ -32,7 +34,7 @@ def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, steps: int = 8) -> tuple[float, float]:
+def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, bf16: bool, steps: int = 8) -> tuple[float, float]:
     torch.manual_seed(0)
     model = timm.create_model(model_name, num_classes=10, **kwargs).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -40,7 +42,8 @@ def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, st
     y = torch.randint(0, 10, (batch,))
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = F.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -56,13 +59,15 @@ def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, st
 
 
 def main() -> None:
-    peak = matmul_flops()
-    print(f"float32 matmul (2048x2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    peaks = {"float32": matmul_flops(), "bf16": matmul_flops(dtype=torch.bfloat16)}
+    for precision, peak in peaks.items():
+        print(f"{precision} matmul (2048x2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
     for name, model, kwargs, size, batch in WORKLOADS:
-        flops, seconds = step_flops_and_time(model, kwargs, size, batch)
-        achieved = flops / seconds
-        print(f"{name:34s} batch {batch:4d}: {flops / 1e9:7.2f} GFLOP/step, {seconds * 1e3:7.1f} ms/step, "
-              f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.2f} of matmul")
+        for precision, peak in peaks.items():
+            flops, seconds = step_flops_and_time(model, kwargs, size, batch, bf16=precision == "bf16")
+            achieved = flops / seconds
+            print(f"{name:24s} {precision:7s} batch {batch:4d}: {flops / 1e9:7.2f} GFLOP/step, {seconds * 1e3:7.1f} ms/step, "
+                  f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.2f} of {precision} matmul")
 
 
 if __name__ == "__main__":
