@@ -47,14 +47,18 @@ class ConsoleReporter(Reporter):
             self.progress.start()
             self.task = self.progress.add_task(f"epoch {trainer.epoch + 1}/{cfg.epochs}", total=trainer.batches_per_epoch,
                                                completed=trainer.batch, loss=0.0, ips=0.0)
-        self.t0, self.seen = time.perf_counter(), 0
+        self.t0, self.seen, self.shown = time.perf_counter(), 0, 0.0
 
     def batch(self, trainer, n, loss):
         if self.progress is None:
             return
         self.seen += n
-        ips = self.seen / max(1e-9, time.perf_counter() - self.t0)
-        self.progress.update(self.task, completed=trainer.batch, loss=loss, ips=ips,
+        now = time.perf_counter()
+        if now - self.shown < 0.1 and trainer.batch < trainer.batches_per_epoch:
+            return  # the bar redraws 10 times a second; reading the loss would wait for the GPU every step
+        self.shown = now
+        ips = self.seen / max(1e-9, now - self.t0)
+        self.progress.update(self.task, completed=trainer.batch, loss=float(loss), ips=ips,
                              description=f"epoch {trainer.epoch + 1}/{trainer.config.epochs}")
 
     def epoch(self, trainer, record):
@@ -69,7 +73,7 @@ class ConsoleReporter(Reporter):
         if self.progress is not None:
             self.progress.console.print(text, highlight=False)
             self.progress.reset(self.task, total=trainer.batches_per_epoch)
-            self.t0, self.seen = time.perf_counter(), 0
+            self.t0, self.seen, self.shown = time.perf_counter(), 0, 0.0
         else:
             print(text, file=sys.stderr, flush=True)
 

@@ -242,6 +242,7 @@ class Trainer:
         self.aug_rng = torch.Generator().manual_seed(cfg.seed)
         self._train_net, self._net_key = None, None
         self.cache = None  # the frozen-feature cache, built by _fit when it changes nothing
+        self._running = None  # this epoch's loss and hits on the device (see _train_epoch)
         if self.resume_state is not None:
             self._restore(self.resume_state)
         if self.dist.enabled:  # every process its own dropout and drop-path draws
@@ -357,6 +358,8 @@ class Trainer:
         # draws the same global batch (and its augmentation) and trains its own slice of it, so N
         # processes x batch B follow 1 process x batch N*B.
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
+        # Loss and hits add up on the device, in float64 from the checkpoint's totals on: no host sync per step.
+        self._running = torch.tensor([self.totals["loss"], self.totals["correct"]], dtype=torch.float64, device=self.device)
         start = time.perf_counter()
         while self.batch < self.batches_per_epoch:
             idx = order[self.batch * G:(self.batch + 1) * G]
@@ -381,10 +384,9 @@ class Trainer:
             self.batch += 1
             if stepping:
                 self._step()
-            self.totals["loss"] += loss.item() * len(y)
-            self.totals["correct"] += int((logits.argmax(1) == y).sum())
+            self._running += torch.stack((loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()))
             self.totals["seen"] += len(y)
-            self.reporter.batch(self, len(y) * world, loss.item())
+            self.reporter.batch(self, len(y) * world, loss.detach())
             if world > 1:
                 self.interrupted = distributed.any_true(self.interrupted, self.device)
             at_update = self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch
@@ -393,11 +395,18 @@ class Trainer:
                 if self.interrupted:
                     return
         elapsed = time.perf_counter() - start
+        self._sync_totals()
         t = distributed.all_sum(torch.tensor([self.totals["loss"], self.totals["correct"], self.totals["seen"]], dtype=torch.float64,
                                              device=self._collective_device())).tolist()
         self.train_stats = {"train_loss": t[0] / max(1, t[2]), "train_top1": t[1] / max(1, t[2]),
                             "images_per_s": t[2] / max(elapsed, 1e-9)}
-        self.totals = _zero_totals()
+        self.totals, self._running = _zero_totals(), None
+
+    def _sync_totals(self) -> None:
+        """Bring the device's running loss and hits into ``totals`` (a host sync: only for checkpoints and epoch ends)."""
+        if self._running is not None:
+            loss, correct = self._running.tolist()
+            self.totals["loss"], self.totals["correct"] = loss, int(correct)
 
     def _step(self) -> None:
         lr = self.lr_at(self.update)
@@ -486,6 +495,7 @@ class Trainer:
 
     # -- checkpoints and the run directory -------------------------------------------------
     def _state(self) -> dict:
+        self._sync_totals()
         return {
             "format": 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
