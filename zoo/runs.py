@@ -151,15 +151,14 @@ def load_checkpoint(path: Path) -> dict:
 
 def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> list[str]:
     """loss.png, accuracy.png and confusion.png; returns the file names written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects, not pyplot: no global state or GUI backend to touch in the user's process, and faster to import.
+    from matplotlib.figure import Figure
 
     written = []
     epochs = [r["epoch"] for r in history]
     for name, keys, label in (("loss.png", ("train_loss", "val_loss"), "loss"), ("accuracy.png", ("train_top1", "val_top1"), "top-1 accuracy")):
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+        fig = Figure(figsize=(5, 3.5), dpi=100)
+        ax = fig.subplots()
         for key in keys:
             values = [r.get(key) for r in history]
             if any(v is not None for v in values):
@@ -171,11 +170,11 @@ def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> l
         fig.tight_layout()
         with atomic_path(run_dir / name) as tmp:
             fig.savefig(tmp, format="png")
-        plt.close(fig)
         written.append(name)
     if confusion is not None:
         n = len(classes)
-        fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), dpi=100)
+        fig = Figure(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), dpi=100)
+        ax = fig.subplots()
         ax.imshow(confusion, cmap="Blues")
         ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=7)
         ax.set_yticks(range(n), classes, fontsize=7)
@@ -188,7 +187,6 @@ def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> l
         fig.tight_layout()
         with atomic_path(run_dir / "confusion.png") as tmp:
             fig.savefig(tmp, format="png")
-        plt.close(fig)
         written.append("confusion.png")
     return written
 
