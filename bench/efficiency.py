@@ -1,8 +1,8 @@
 """How close does zoo's training step come to what this machine can do? (issue 6, efficiency)
 
 For each workload: the FLOPs of one training step (forward + backward, counted by PyTorch's
-FlopCounterMode), the step's measured time in zoo's configuration (channels_last, SGD with
-momentum, on the CPU), and the achieved FLOP/s as a fraction of the matrix-multiply FLOP/s
+FlopCounterMode), the step's measured time in zoo's configuration (SGD with momentum, on the
+CPU; channels_last, zoo's default for conv nets, and NCHW, ``--no-channels-last``), and the achieved FLOP/s as a fraction of the matrix-multiply FLOP/s
 measured in the same run on the same machine: float32 steps against float32 matmul, and
 ``--amp bf16`` steps (bf16 autocast) against bf16 matmul.
 
@@ -34,11 +34,12 @@ def matmul_flops(n: int = 2048, repeats: int = 10, dtype=torch.float32) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, bf16: bool, steps: int = 8) -> tuple[float, float]:
+def step_flops_and_time(model_name: str, kwargs: dict, size: int, batch: int, bf16: bool, layout: torch.memory_format,
+                        steps: int = 8) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = timm.create_model(model_name, num_classes=10, **kwargs).to(memory_format=torch.channels_last).train()
+    model = timm.create_model(model_name, num_classes=10, **kwargs).to(memory_format=layout).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,))
 
     def step():
@@ -62,12 +63,14 @@ def main() -> None:
     peaks = {"float32": matmul_flops(), "bf16": matmul_flops(dtype=torch.bfloat16)}
     for precision, peak in peaks.items():
         print(f"{precision} matmul (2048x2048): {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    layouts = {"channels_last": torch.channels_last, "NCHW (--no-channels-last)": torch.contiguous_format}
     for name, model, kwargs, size, batch in WORKLOADS:
         for precision, peak in peaks.items():
-            flops, seconds = step_flops_and_time(model, kwargs, size, batch, bf16=precision == "bf16")
-            achieved = flops / seconds
-            print(f"{name:24s} {precision:7s} batch {batch:4d}: {flops / 1e9:7.2f} GFLOP/step, {seconds * 1e3:7.1f} ms/step, "
-                  f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.2f} of {precision} matmul")
+            for layout_name, layout in layouts.items():
+                flops, seconds = step_flops_and_time(model, kwargs, size, batch, precision == "bf16", layout)
+                achieved = flops / seconds
+                print(f"{name:22s} {precision:7s} {layout_name:26s} batch {batch:3d}: {flops / 1e9:6.2f} GFLOP/step, "
+                      f"{seconds * 1e3:6.1f} ms/step, {achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.2f} of {precision} matmul")
 
 
 if __name__ == "__main__":
