@@ -556,6 +556,20 @@ def test_decoded_images_are_cached_on_disk_and_any_change_decodes_again(tmp_path
     assert len(list(folder.glob("*.safetensors"))) == 3  # off: nothing stored
 
 
+def test_crop_pct_is_used_for_training_and_saved_for_prediction(tmp_path):
+    from zoo import data
+    from zoo.trainer import FinetuneConfig, Trainer
+
+    trainer = Trainer(FinetuneConfig(**dict(FAST, data="digits", shots=5, epochs=1, crop_pct=1.0)), out=tmp_path / "r")
+    trainer.fit()
+    assert trainer.pre == data.Preprocess(32, 1.0, trainer.pre.interpolation)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["pretrained_cfg"]["crop_pct"] == 1.0
+    assert backbones.load(tmp_path / "r").preprocess.crop_pct == 1.0  # zoo predict crops as training did
+    with pytest.raises(UsageError, match=r"--crop-pct must be in \(0, 1\], got 1.5"):
+        FinetuneConfig(**dict(FAST, data="digits", crop_pct=1.5)).validate()
+
+
 def test_big_splits_decode_in_worker_processes_with_the_same_bits(tmp_path, monkeypatch):
     """Splits of 2,048+ images are decoded by forked workers: same pixels, same skips, same --strict error."""
     import os

@@ -364,6 +364,7 @@ def _options(pairs, flag) -> dict:
 @click.option("--channels-last/--no-channels-last", default=None, help="Default: on for convolutional nets.")
 @click.option("--ema-decay", type=float, help="Keep an EMA of the weights with this decay (e.g. 0.999).")
 @click.option("--img-size", type=int, help="Input size (default: the backbone's pretrained size).")
+@click.option("--crop-pct", type=float, help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image (default: the backbone's).")
 @click.option("--aug", type=click.Choice(["none", "light", "default"]), help="Training augmentation. Default: light.")
 @click.option("--val-split", type=float, help="Share held out for validation when the data has no val/test split. Default 0.1.")
 @click.option("--shots", type=int, help="Use only N training images per class.")

@@ -53,6 +53,7 @@ class FinetuneConfig:
     channels_last: bool | None = None  # None: on for convolutional nets
     ema_decay: float | None = None
     img_size: int | None = None
+    crop_pct: float | None = None  # None: the backbone's (timm's evaluation crop)
     aug: str = "light"
     val_split: float = 0.1
     shots: int | None = None
@@ -93,6 +94,8 @@ class FinetuneConfig:
         need(self.amp in ("auto", "bf16", "off"), f"--amp must be auto, bf16 or off, got '{self.amp}'")
         need(self.metric in ("top1", "loss"), f"--metric must be top1 or loss, got '{self.metric}'")
         need(self.img_size is None or 8 <= self.img_size <= 4096, f"--img-size must be between 8 and 4096, got {self.img_size}")
+        need(self.crop_pct is None or isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1,
+             f"--crop-pct must be in (0, 1], got {self.crop_pct}")
         need(self.shots is None or self.shots > 0, f"--shots must be positive, got {self.shots}")
         need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
@@ -200,7 +203,7 @@ class Trainer:
         dcfg = resolve_data_config({}, model=backbones.timm_model(self.model))
         size = cfg.img_size or int(dcfg["input_size"][-1])
         self.data_cfg = {"input_size": (3, size, size), "interpolation": dcfg["interpolation"], "mean": tuple(dcfg["mean"]),
-                         "std": tuple(dcfg["std"]), "crop_pct": float(dcfg["crop_pct"]), "crop_mode": "center"}
+                         "std": tuple(dcfg["std"]), "crop_pct": float(cfg.crop_pct or dcfg["crop_pct"]), "crop_mode": "center"}
         self.pre = data.Preprocess(size, self.data_cfg["crop_pct"], self.data_cfg["interpolation"])
         self.train_data = self.reporter.decode("train", train, self.pre, cfg.strict)
         self.val_data = self.reporter.decode(self.eval_split, val, self.pre, cfg.strict) if val is not None and len(val) else None
