@@ -509,6 +509,25 @@ def test_compare_and_a_linear_probe_share_the_feature_cache(tmp_path, monkeypatc
     assert all(torch.equal(reused[k], own[k]) for k in own)
 
 
+def test_compare_probes_models_without_a_single_classifier_module(tmp_path, monkeypatch):
+    """Distilled ViTs have two heads: compare still probes their pooled features, cached like the others."""
+    import timm
+    from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf
+
+    from zoo.compare import compare
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    model = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=2)
+    (tmp_path / "deit").mkdir()
+    save_file(model.state_dict(), tmp_path / "deit" / "model.safetensors")
+    save_config_for_hf(model, str(tmp_path / "deit" / "config.json"), data_config={"input_size": (3, 32, 32)})
+    first = compare([f"local-dir:{tmp_path / 'deit'}"], data_spec="digits", shots=3, img_size=32)
+    again = compare([f"local-dir:{tmp_path / 'deit'}"], data_spec="digits", shots=3, img_size=32)
+    assert first[0].feature_dim == 192 and first[0].top1 == again[0].top1
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2
+
+
 @pytest.mark.parametrize("change", [{"aug": "light"}, {"freeze": "none"}, {"freeze": "last-n"}, {"model_args": {"drop_rate": 0.2}},
                                     {"ema_decay": 0.9}], ids=["aug", "full", "last-n", "dropout", "ema"])
 def test_feature_cache_stays_off_where_it_would_change_the_result(tmp_path, change):

@@ -36,7 +36,8 @@ def probe_features(model, decoded: data.Decoded, pre: data.Preprocess, mean, std
     """Pooled pre-logit features of every decoded image, as ``zoo finetune --freeze head-only`` computes them on the CPU."""
     from zoo.trainer import FinetuneConfig
 
-    part = feature_cache.split(model)
+    part = feature_cache.split(model) or feature_cache.Split(  # e.g. distilled ViTs, whose classifier is a pair of heads
+        lambda x: model.forward_head(model.forward_features(x), pre_logits=True), None, list(model.modules()))
     layout = backbones.memory_format(model)
     model.to(memory_format=layout).eval()
     prepare = data.Normalize(tuple(mean), tuple(std), torch.device("cpu"), layout)

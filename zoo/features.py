@@ -81,14 +81,20 @@ def same_as_model(part: Split, model: nn.Module, x: torch.Tensor, autocast: Call
 def digest(part: Split) -> str:
     """What the frozen part computes: each module's type, children and plain settings, and every weight's bits."""
     h = hashlib.sha256()
-    plain = (str, int, float, bool, tuple, type(None))
     for m in part.frozen:
-        settings = sorted((k, v) for k, v in vars(m).items() if k != "training" and isinstance(v, plain))
+        settings = sorted((k, v) for k, v in vars(m).items() if k != "training" and _plain(v))
         h.update(f"{type(m).__module__}.{type(m).__qualname__}{list(m._modules)}{settings!r}".encode())
         for name, t in chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False)):
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _plain(value) -> bool:
+    """Values whose repr is the same in every process (no object addresses)."""
+    if isinstance(value, tuple):
+        return all(map(_plain, value))
+    return isinstance(value, (str, int, float, bool, type(None)))
 
 
 def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None) -> torch.Tensor:
