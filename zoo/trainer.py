@@ -644,7 +644,8 @@ class Reporter:
 
     def start(self, trainer): ...
 
-    def batch(self, trainer, n, loss): ...
+    def batch(self, trainer, n, loss):
+        """After each batch of n images; ``loss`` is a 0-d tensor on the device: ``float(loss)`` waits for the step."""
 
     def epoch(self, trainer, record): ...
 
