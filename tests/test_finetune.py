@@ -391,8 +391,14 @@ def test_run_files_get_the_users_usual_permissions(tmp_path):
 
 
 @pytest.mark.cuda
-def test_cuda_bf16_channels_last_run_matches_the_contract(tmp_path):
-    result = zoo.finetune(data="synthetic", out=tmp_path / "r", device="cuda", **dict(FAST, epochs=3))
+@pytest.mark.parametrize("aug", ["none", "default"])
+def test_cuda_bf16_channels_last_run_matches_the_contract(tmp_path, aug):
+    """On CUDA the decoded images live on the GPU; batches are gathered and augmented there."""
+    from zoo.trainer import FinetuneConfig, Trainer
+
+    trainer = Trainer(FinetuneConfig(**dict(FAST, data="synthetic", device="cuda", epochs=3, aug=aug)), out=tmp_path / "r")
+    result = trainer.fit()
+    assert trainer.train_data.images.is_cuda and trainer.val_data.images.is_cuda
     model, transform, classes = zoo.load(tmp_path / "r")  # loads on CPU from safetensors
     assert result.metrics["top1"] > 0.5 and len(classes) == 4
     assert "device: cuda" in (tmp_path / "r" / "run_config.yaml").read_text()

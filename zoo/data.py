@@ -385,19 +385,20 @@ def augment(x, kind: str, generator):
     if kind == "none":
         return x
     n, _, h, w = x.shape
+    dev = x.device  # the draws come from the CPU generator (reproducible anywhere); the work runs where x is
     if kind == "default":
-        flip = torch.rand(n, generator=generator) < 0.5
+        flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         x = _random_resized_crop(x, generator)
     pad = max(1, h // 8)
     padded = torch.nn.functional.pad(x.float(), (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
     # Gather shifted windows with one advanced-indexing op rather than a Python loop.
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(x.shape[1])[None, :, None, None]
+    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=dev)[None, :, None, None]
     return padded[batch, chans, rows, cols]
 
 
@@ -411,5 +412,5 @@ def _random_resized_crop(x, generator, scale=(0.5, 1.0)):
     cy = torch.rand(n, generator=generator) * (1 - s) * 2 - (1 - s)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = s, s, cx, cy
-    grid = F.affine_grid(theta, (n, x.shape[1], h, w), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), (n, x.shape[1], h, w), align_corners=False)
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
