@@ -409,8 +409,8 @@ class Trainer:
                 self._save_last()
                 if self.interrupted:
                     return
+        self._sync_totals()  # waits for the device: elapsed then covers all of the epoch's work
         elapsed = time.perf_counter() - start
-        self._sync_totals()
         t = distributed.all_sum(torch.tensor([self.totals["loss"], self.totals["correct"], self.totals["seen"]], dtype=torch.float64,
                                              device=self._collective_device())).tolist()
         self.train_stats = {"train_loss": t[0] / max(1, t[2]), "train_top1": t[1] / max(1, t[2]),
