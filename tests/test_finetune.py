@@ -476,6 +476,22 @@ def test_features_are_kept_on_disk_reused_exactly_and_a_damaged_entry_is_recompu
     assert len(list(folder.glob("*.safetensors"))) == 5  # in memory only
 
 
+def test_long_work_is_announced_only_when_it_runs(tmp_path, monkeypatch, run):
+    """Decoding and the frozen-feature pass print a line when they run; a run served by the caches prints neither."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    args = ["finetune", "zoo-fmnist-resnet", "--data", "digits", "--shots", "10", "--img-size", "32", "--epochs", "1",
+            "--freeze", "head-only", "--aug", "none"]
+    first = run(*args, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.stderr
+    assert "decoding 100 train images at 32x32 ..." in first.stderr
+    assert "frozen features of 100 train images: once, not every epoch ..." in first.stderr
+    assert "frozen features of 179 train[0.1 held out] images" in first.stderr
+    again = run(*args, "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.stderr
+    assert "decoding" not in again.stderr and "frozen features" not in again.stderr
+    assert "fine-tuning" in again.stderr
+
+
 def test_feature_key_changes_with_any_weight_bit_or_module_setting():
     from zoo import features
 

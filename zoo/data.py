@@ -289,6 +289,8 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
     chunk = max(16, min(1024, (64 << 20) // (3 * pre.size * pre.size)))  # at most 64 MiB sent back at a time
     chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     workers = _workers(n)
+    if progress:
+        progress(0)
     _JOB = (split, pre)
     try:
         with (multiprocessing.get_context("fork").Pool(workers, _quiet_worker) if workers else nullcontext()) as pool:

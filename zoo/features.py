@@ -62,12 +62,16 @@ def random_inside(part: Split, model: nn.Module) -> bool:
 
 @torch.no_grad()
 def compute(part: Split, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
-            autocast: Callable) -> torch.Tensor:
+            autocast: Callable, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Features of uint8 images, in batches of the training batch size (the model must be in eval mode)."""
     out = []
+    if progress:
+        progress(0)
     for start in range(0, len(images), batch_size):
         with autocast():
             out.append(part.features(prepare(images[start:start + batch_size])))
+        if progress:
+            progress(len(out[-1]))
     return torch.cat(out)
 
 
@@ -97,7 +101,8 @@ def _plain(value) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
-def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None) -> torch.Tensor:
+def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None,
+           progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """:func:`compute` for a decoded split, read from and kept in ``$ZOO_CACHE/features/``.
 
     ``prepare`` is a :class:`zoo.data.Normalize` (its repr names the normalization, device and memory
@@ -118,7 +123,7 @@ def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch
         stored = data.read_entry(path)
         if stored is not None and len(stored.get("features", ())) == len(decoded.labels):
             return stored["features"]
-    out = compute(part, decoded.images, prepare, batch_size, autocast)
+    out = compute(part, decoded.images, prepare, batch_size, autocast, progress)
     if path is not None:
         data.write_entry(path, {"features": out})
     return out

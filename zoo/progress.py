@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -17,18 +18,32 @@ class ConsoleReporter(Reporter):
         self.live = self.console.is_terminal and not self.quiet
         self.progress = None
 
-    def decode(self, name, split, pre, strict, progress=None):
-        if self.quiet:
-            return super().decode(name, split, pre, strict)
-        self.console.print(f"decoding {len(split)} {name} images at {pre.size}x{pre.size} ...", highlight=False)
-        if not self.live:
-            return super().decode(name, split, pre, strict)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    @contextlib.contextmanager
+    def work(self, header: str, total: int):
+        """A callback for long work: its first call prints ``header``; on a terminal a transient bar follows the work.
+        Nothing is shown when the work never starts (its result came from a cache)."""
+        bar, task = None, None
 
-        with Progress(TextColumn(f"decoding {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=self.console, transient=True) as bar:
-            task = bar.add_task("", total=len(split))
-            return super().decode(name, split, pre, strict, lambda n: bar.advance(task, n))
+        def advance(n: int) -> None:
+            nonlocal bar, task
+            if bar is None:
+                self.console.print(header, highlight=False)
+                bar = False
+                if self.live:
+                    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+                    bar = Progress(TextColumn(header.split(":")[0]), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                   console=self.console, transient=True)
+                    bar.start()
+                    task = bar.add_task("", total=total)
+            if bar:
+                bar.advance(task, n)
+
+        try:
+            yield None if self.quiet else advance
+        finally:
+            if bar:
+                bar.stop()
 
     def start(self, trainer):
         if self.quiet:

@@ -339,9 +339,12 @@ class Trainer:
             if not features.same_as_model(part, self.model, self._prepare(self.train_data.images[:8]), self._autocast):
                 return None
             cached = {"split": part}
-            for name, decoded in (("train", self.train_data), ("val", self.val_data)):
+            for name, shown, decoded in (("train", "train", self.train_data), ("val", self.eval_split, self.val_data)):
                 if decoded is not None:
-                    cached[name] = features.cached(part, decoded, self.pre, self._prepare, cfg.batch_size, self.amp_dtype).to(self.device)
+                    n = len(decoded.labels)
+                    with self.reporter.work(f"frozen features of {n} {shown} images: once, not every epoch ...", n) as advance:
+                        cached[name] = features.cached(part, decoded, self.pre, self._prepare, cfg.batch_size, self.amp_dtype,
+                                                       advance).to(self.device)
             return cached
         finally:
             self.model.train()
@@ -645,8 +648,14 @@ class Reporter:
     def __init__(self, quiet: bool = True):
         self.quiet = quiet
 
-    def decode(self, name, split, pre, strict, progress=None):
-        decoded = data.cached_decode(split, pre, strict=strict, progress=progress)
+    @contextlib.contextmanager
+    def work(self, header: str, total: int):
+        """A callback ``advance(n)`` for long work (decoding, frozen features), or None; see the CLI's reporter."""
+        yield None
+
+    def decode(self, name, split, pre, strict):
+        with self.work(f"decoding {len(split)} {name} images at {pre.size}x{pre.size} ...", len(split)) as advance:
+            decoded = data.cached_decode(split, pre, strict=strict, progress=advance)
         if decoded.skipped:
             from zoo.plugins import warn
 
