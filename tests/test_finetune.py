@@ -611,8 +611,8 @@ def test_crop_pct_is_used_for_training_and_saved_for_prediction(tmp_path):
         FinetuneConfig(**dict(FAST, data="digits", crop_pct=1.5)).validate()
 
 
-def test_big_splits_decode_in_worker_processes_with_the_same_bits(tmp_path, monkeypatch):
-    """Splits of 2,048+ images are decoded by forked workers: same pixels, same skips, same --strict error."""
+def test_decoding_in_worker_processes_gives_the_same_bits(tmp_path, monkeypatch):
+    """Work worth a quarter second goes to forked workers: same pixels, same skips, same --strict error."""
     import os
 
     from PIL import Image
@@ -624,22 +624,29 @@ def test_big_splits_decode_in_worker_processes_with_the_same_bits(tmp_path, monk
     rng = np.random.default_rng(0)
     for c in range(2):
         (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
-        for i in range(1030):
+        for i in range(150):
             Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"c{c}" / f"{i:04d}.png")
-    (tmp_path / "imgs" / "c1" / "0500.png").write_bytes(b"\x89PNG cut short")
+    (tmp_path / "imgs" / "c1" / "0100.png").write_bytes(b"\x89PNG cut short")
     split = data.open_dataset(str(tmp_path / "imgs")).splits["train"]
     pre = data.Preprocess(8, 1.0, "bilinear")
-    assert data._workers(len(split)) >= 2
+    assert data._workers() >= 2
+    monkeypatch.setattr(data, "POOL_MIN_SECONDS", 0.0)  # these tiny images would not be worth it
+    import multiprocessing
+
+    forks = []
+    real_pool = multiprocessing.context.ForkContext.Pool
+    monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", lambda self, *a, **k: forks.append(a) or real_pool(self, *a, **k))
     seen = []
     pooled = data.decode(split, pre, progress=seen.append)
+    assert forks and forks[0][0] >= 2, "the workers were not used"
     assert sum(seen) == len(split)
-    monkeypatch.setattr(data, "_workers", lambda n: 0)
+    monkeypatch.setattr(data, "_workers", lambda: 0)
     inline = data.decode(split, pre)
     assert torch.equal(pooled.images, inline.images) and torch.equal(pooled.labels, inline.labels)
-    assert pooled.skipped == inline.skipped == [str(tmp_path / "imgs" / "c1" / "0500.png")]
+    assert pooled.skipped == inline.skipped == [str(tmp_path / "imgs" / "c1" / "0100.png")]
     assert len(pooled.labels) == len(split) - 1
-    monkeypatch.undo()
-    with pytest.raises(ZooError, match="cannot read image .*0500.png"):
+    monkeypatch.setattr(data, "_workers", lambda: 2)
+    with pytest.raises(ZooError, match="cannot read image .*0100.png"):
         data.decode(split, pre, strict=True)
 
 

@@ -261,23 +261,29 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the trainer's save-and-exit handler
 
 
-def _workers(n: int) -> int:
-    """Processes to decode n images with: forked workers on Linux for big splits, else none."""
+def _workers() -> int:
+    """Worker processes to decode with: one per CPU (at most 8), forked, on Linux; none elsewhere."""
     import multiprocessing
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n < 2048 or cpus < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+    if cpus < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
         return 0
     return min(cpus, 8)
+
+
+POOL_MIN_SECONDS = 0.25  # decoding work worth starting worker processes for (forking them takes ~40 ms)
 
 
 def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Callable[[int], None] | None = None) -> Decoded:
     """Decode every image once; unreadable files are skipped (or fail with ``strict``).
 
-    Big splits are decoded by forked worker processes, in chunks: Pillow's per-image Python work
-    holds the GIL, so threads would not run in parallel for small images.
+    The first images are decoded here; when they show that the rest would take a while, forked
+    worker processes decode it in chunks (Pillow's per-image Python work holds the GIL, so threads
+    would not run in parallel for small images). The pixels are the same either way.
     """
     import multiprocessing
+    import time
+    from itertools import chain
 
     import torch
 
@@ -286,15 +292,19 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
     out = np.empty((n, 3, pre.size, pre.size), dtype=np.uint8)
     keep = np.ones(n, dtype=bool)
     skipped: list[str] = []
-    chunk = max(16, min(1024, (64 << 20) // (3 * pre.size * pre.size)))  # at most 64 MiB sent back at a time
-    chunks = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    workers = _workers(n)
     if progress:
         progress(0)
     _JOB = (split, pre)
     try:
+        head, started = min(n, 16), time.perf_counter()
+        first = _decode_range((0, head))
+        rest = n - head
+        workers = _workers() if (time.perf_counter() - started) / head * rest > POOL_MIN_SECONDS else 0
+        # Chunks: a few per worker, at most 256 images (progress) and 64 MiB (sent back) each.
+        size = max(1, min(256, (64 << 20) // (3 * pre.size * pre.size), -(-rest // (4 * max(1, workers)))))
+        chunks = [(s, min(s + size, n)) for s in range(head, n, size)]
         with (multiprocessing.get_context("fork").Pool(workers, _quiet_worker) if workers else nullcontext()) as pool:
-            for start, pixels, failed in (pool.imap(_decode_range, chunks) if pool else map(_decode_range, chunks)):
+            for start, pixels, failed in chain([first], pool.imap(_decode_range, chunks) if pool else map(_decode_range, chunks)):
                 out[start:start + len(pixels)] = pixels
                 for i, reason in failed:
                     if strict:
