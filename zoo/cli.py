@@ -504,8 +504,7 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
         data.open_dataset(config.data)
         run_dir = Path(out) if out else default_out(config)
         with runs.RunLock(run_dir):
-            if runs.holds_run(run_dir):
-                raise UsageError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+            runs.refuse_existing_run(run_dir)
             runs.atomic_write_text(run_dir / runs.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         overrides = []
     args = ["finetune", "--resume", str(run_dir), *overrides]

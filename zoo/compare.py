@@ -32,7 +32,7 @@ class Candidate:
 
 
 @torch.inference_mode()
-def probe_features(model, decoded: data.Decoded, pre: data.Preprocess, mean, std) -> np.ndarray:
+def probe_features(model, splits: list[data.Decoded], pre: data.Preprocess, mean, std) -> list[np.ndarray]:
     """Pooled pre-logit features of every decoded image, as ``zoo finetune --freeze head-only`` computes them on the CPU."""
     from zoo.trainer import FinetuneConfig
 
@@ -41,7 +41,7 @@ def probe_features(model, decoded: data.Decoded, pre: data.Preprocess, mean, std
     layout = backbones.memory_format(model)
     model.to(memory_format=layout).eval()
     prepare = data.Normalize(tuple(mean), tuple(std), torch.device("cpu"), layout)
-    return feature_cache.cached(part, decoded, pre, prepare, FinetuneConfig.batch_size, None).float().numpy()
+    return [feature_cache.cached(part, d, pre, prepare, FinetuneConfig.batch_size, None).float().numpy() for d in splits]
 
 
 def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
@@ -75,7 +75,7 @@ def compare(names: list[str], *, data_spec: str, shots: int | None = None, img_s
         cfg = resolve_data_config({}, model=inner)
         pre = data.Preprocess(img_size or int(cfg["input_size"][-1]), float(cfg["crop_pct"]), cfg["interpolation"])
         tr, va = data.cached_decode(train, pre), data.cached_decode(val, pre)
-        tx, vx = probe_features(model, tr, pre, cfg["mean"], cfg["std"]), probe_features(model, va, pre, cfg["mean"], cfg["std"])
+        tx, vx = probe_features(model, [tr, va], pre, cfg["mean"], cfg["std"])
         top1 = probe(tx, tr.labels.numpy(), vx, va.labels.numpy(), seed)
         params = sum(p.numel() for p in inner.parameters()) / 1e6
         results.append(Candidate(name, spec.source, top1, time.perf_counter() - start, round(params, 2), tx.shape[1]))

@@ -213,7 +213,7 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Normalize:
-    """uint8 batches -> float batches normalized by timm's mean/std, on the device, in the model's memory format.
+    """uint8 images (C,H,W) or batches (N,C,H,W) -> floats normalized by timm's mean/std, on the device, in the model's memory format.
 
     Its repr names everything it does, so caches of what a model computes from it can key on it.
     """
@@ -226,8 +226,8 @@ class Normalize:
     def __post_init__(self):
         import torch
 
-        object.__setattr__(self, "_mean", torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255)
-        object.__setattr__(self, "_std", torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255)
+        object.__setattr__(self, "_mean", torch.tensor(self.mean, device=self.device).view(3, 1, 1) * 255)
+        object.__setattr__(self, "_std", torch.tensor(self.std, device=self.device).view(3, 1, 1) * 255)
 
     def __call__(self, images):
         x = images.to(self.device, non_blocking=True)

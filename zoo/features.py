@@ -11,6 +11,7 @@ keeps it in memory only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ class Split:
     features: Callable[[torch.Tensor], torch.Tensor]
     head: nn.Module
     frozen: list[nn.Module]  # the modules of the feature extractor (checked for randomness)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """:func:`digest`, once per split: the frozen part does not change while its features are computed."""
+        return digest(self)
 
 
 def split(model: nn.Module) -> Split | None:
@@ -90,8 +96,13 @@ def digest(part: Split) -> str:
         h.update(f"{type(m).__module__}.{type(m).__qualname__}{list(m._modules)}{settings!r}".encode())
         for name, t in chain(m.named_parameters(recurse=False), m.named_buffers(recurse=False)):
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """The precision zoo runs a model in: bf16 autocast when ``amp_dtype`` is set, else plain float32."""
+    return torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
 
 def _plain(value) -> bool:
@@ -112,18 +123,15 @@ def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch
 
     from zoo import data
 
-    device = prepare.device
-    autocast = lambda: torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32,  # noqa: E731
-                                      enabled=amp_dtype is not None)
     path = None
     if decoded.fingerprint and os.environ.get("ZOO_FEATURE_CACHE", "1") != "0":
-        key = "|".join(map(str, (FORMAT, digest(part), decoded.fingerprint, len(decoded.labels), repr(pre), repr(prepare),
+        key = "|".join(map(str, (FORMAT, part.key, decoded.fingerprint, len(decoded.labels), repr(pre), repr(prepare),
                                  amp_dtype, batch_size, torch.__version__, timm.__version__)))
         path = data.cache_dir() / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
         stored = data.read_entry(path)
         if stored is not None and len(stored.get("features", ())) == len(decoded.labels):
             return stored["features"]
-    out = compute(part, decoded.images, prepare, batch_size, autocast, progress)
+    out = compute(part, decoded.images, prepare, batch_size, lambda: autocast(prepare.device, amp_dtype), progress)
     if path is not None:
         data.write_entry(path, {"features": out})
     return out

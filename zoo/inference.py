@@ -15,14 +15,10 @@ class Transform:
 
     def __init__(self, loaded: backbones.Loaded):
         self.pre = loaded.preprocess
-        self.mean = torch.tensor(loaded.mean).view(3, 1, 1) * 255
-        self.std = torch.tensor(loaded.std).view(3, 1, 1) * 255
+        self.normalize = data.Normalize(tuple(loaded.mean), tuple(loaded.std), torch.device("cpu"), torch.contiguous_format)
 
     def __call__(self, img) -> torch.Tensor:
         return self.normalize(torch.from_numpy(self.pre(img)))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
 
 
 def _open(path: Path):

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 
 RUN_CONFIG = "run_config.yaml"
 METRICS = "metrics.jsonl"
@@ -69,6 +69,12 @@ def holds_run(run_dir: Path) -> bool:
     """True when the folder has anything but the lock and leftovers of interrupted writes."""
     run_dir = Path(run_dir)
     return run_dir.is_dir() and any(not p.name.startswith(".") for p in run_dir.iterdir())
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A new run needs a folder that holds no run."""
+    if holds_run(run_dir):
+        raise UsageError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -151,7 +157,7 @@ def load_checkpoint(path: Path) -> dict:
 
 def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> list[str]:
     """loss.png, accuracy.png and confusion.png; returns the file names written."""
-    # Figure objects, not pyplot: no global state or GUI backend to touch in the user's process, and faster to import.
+    # Figure objects, not pyplot: no global state or GUI backend to change in the user's process.
     from matplotlib.figure import Figure
 
     written = []

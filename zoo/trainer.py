@@ -165,8 +165,8 @@ class Trainer:
                 self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
         else:
             self.run_dir = Path(out) if out else default_out(config)
-            if self.dist.main and runs.holds_run(self.run_dir):
-                raise UsageError(f"{self.run_dir} already holds a run: use --resume {self.run_dir} or another --out")
+            if self.dist.main:
+                runs.refuse_existing_run(self.run_dir)
         if self.dist.enabled:
             self.resume_state = distributed.broadcast(self.resume_state)
 
@@ -319,7 +319,7 @@ class Trainer:
         return result
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        return features.autocast(self.device, self.amp_dtype)
 
     def _feature_cache(self) -> dict | None:
         """Pooled features of every image, when the frozen part would compute exactly these every epoch."""
