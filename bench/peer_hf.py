@@ -27,9 +27,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     start = time.perf_counter()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=args.model, num_labels=10))
     mean, std = model.timm_model.pretrained_cfg["mean"], model.timm_model.pretrained_cfg["std"]
     tf = transforms.Compose([transforms.Grayscale(3), transforms.Resize(args.img_size), transforms.ToTensor(),
@@ -47,7 +48,7 @@ def main() -> None:
         num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=1e-4, optim="sgd", optim_args="momentum=0.9",
         lr_scheduler_type="cosine", dataloader_num_workers=args.workers, dataloader_drop_last=True, report_to=[],
         save_strategy="no", logging_strategy="no", eval_strategy="no", use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True, remove_unused_columns=False, seed=0)
+        disable_tqdm=True, remove_unused_columns=False, seed=args.seed)
     trainer = Trainer(model=model, args=training, train_dataset=train, eval_dataset=val, data_collator=collate,
                       compute_metrics=accuracy)
     trainer.train()

@@ -29,10 +29,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frozen", action="store_true")
     args = ap.parse_args()
     start = time.perf_counter()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     kwargs = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.model_arg)}
     if args.pretrained:
         model = timm.create_model(args.pretrained, pretrained=True, num_classes=10)

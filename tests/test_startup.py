@@ -40,3 +40,19 @@ def test_zoo_list_command_imports_neither_torch_nor_timm(tmp_path):
     assert "zoo.cli" in modules, "no import timings: is -X importtime supported?"
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert not heavy, f"`zoo list` imported {heavy[:10]}"
+
+
+def test_model_commands_import_torch_frozen_out_of_the_collector(tmp_path):
+    """finetune/predict/evaluate/compare import torch and timm once, then keep them out of the GC's walks."""
+    code = (
+        "import gc, sys, zoo.cli\n"
+        "zoo.cli._import_torch()\n"
+        "assert 'torch' in sys.modules and 'timm' in sys.modules and gc.isenabled()\n"
+        "class Cycle: pass\n"
+        "c = Cycle(); c.me = c; del c\n"
+        "print(gc.get_freeze_count(), gc.collect())\n"  # the collector still frees what the run makes
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    frozen, collected = map(int, proc.stdout.split())
+    assert frozen > 100_000 and collected >= 1, proc.stdout
