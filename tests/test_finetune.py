@@ -1,5 +1,6 @@
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,24 @@ def test_image_modes_are_converted(tmp_path):
             Image.new("RGB", (12, 10), colour).convert(mode).save(root / f"class{c}" / f"{i}.{ext}")
     result = zoo.finetune(data=str(root), out=tmp_path / "r", val_split=0.34, **dict(FAST, batch_size=4))
     assert result.metrics["images"] == 4
+
+
+def test_grayscale_images_resize_in_one_channel_to_the_same_bytes():
+    """Preprocess keeps "L" images one channel through the resize; the pixels equal converting to RGB first."""
+    from PIL import Image
+
+    from zoo.data import Preprocess, open_dataset, to_rgb
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)) for h, w in ((28, 28), (300, 170), (9, 40))]
+    if Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists():  # real photos of clothes
+        test = open_dataset("fashion-mnist").splits["test"]
+        images += [test.load(i) for i in range(0, 1000, 50)]
+    for pre in (Preprocess(32, 0.95), Preprocess(24, 1.0, "bilinear"), Preprocess(64, 0.875, "nearest"), Preprocess(7)):
+        for img in images:
+            assert img.mode == "L"
+            expected = Preprocess.__call__(pre, to_rgb(img))  # the RGB path
+            assert np.array_equal(pre(img), expected), (pre, img.size)
 
 
 def test_corrupt_files_are_skipped_or_fail_with_strict(tmp_path, run):

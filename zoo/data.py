@@ -187,7 +187,8 @@ class Preprocess:
     def __call__(self, img) -> np.ndarray:
         from PIL import Image
 
-        img = to_rgb(img)
+        if img.mode != "L":  # grayscale stays one channel until the end: a third of the resizing, the same bytes
+            img = to_rgb(img)
         scale = max(self.size, int(np.floor(self.size / self.crop_pct)))
         w, h = img.size
         if w <= h:
@@ -200,7 +201,8 @@ class Preprocess:
         img = img.resize((nw, nh), resample)
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
         img = img.crop((left, top, left + self.size, top + self.size))
-        return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
+        pixels = np.array(img, dtype=np.uint8)
+        return np.repeat(pixels[None], 3, axis=0) if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 @dataclass
