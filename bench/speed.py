@@ -17,6 +17,7 @@ Each line: wall seconds (start-up, decoding and evaluation included), validation
 
     .venv/bin/python -m pip install -e '.[bench]'     # torchvision and transformers, for the peers
     .venv/bin/python bench/speed.py [w1|w2|all]
+    .venv/bin/python bench/speed.py seeds [N]         # W1's top-1 of every tool over N seeds (default 3)
 
 Run it on a quiet machine: it reports, it does not judge (always exits 0 once it has measured).
 """
@@ -101,6 +102,26 @@ def w1() -> None:
     print(f"  decoded uint8 cache of the 60,000 train images at 3x32x32: {60_000 * 3 * 32 * 32 / 2**20:.0f} MiB")
 
 
+def seeds(n: int) -> None:
+    """W1's top-1 over seeds 0..n-1: one seed's top-1 moves by about a point, so compare means."""
+    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]
+    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
+    cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
+    tools = {
+        "peer (a) torchvision + timm loop": lambda s: peer("--workers", "2", *common, "--seed", s),
+        "peer (b) transformers Trainer": lambda s: [sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), "--workers", "2",
+                                                    *common, "--seed", s],
+        "zoo": lambda s: zoo(*flags, "--seed", s),
+        # transformers re-initializes timm's weights (normal(0, 0.02) convolutions, BatchNorm scales 1): each residual
+        # block's last BatchNorm no longer starts at zero as timm's ResNets have it. This line starts zoo the same way.
+        "zoo --model-arg zero_init_last=false": lambda s: zoo(*flags, "--model-arg", "zero_init_last=false", "--seed", s),
+    }
+    print(f"W1 validation top-1 over seeds 0..{n - 1}")
+    for name, cmd in tools.items():
+        top1 = [timed(cmd(str(seed)), env=cache)["top1"] for seed in range(n)]
+        print(f"  {name:38s} mean {sum(top1) / n:.4f}   " + "  ".join(f"{t:.4f}" for t in top1), flush=True)
+
+
 def w2() -> None:
     common = ["--img-size", "32", "--batch-size", "128", "--epochs", "10"]
     src = f"local-dir:{ROOT / 'models' / 'zoo-fmnist-resnet'}"
@@ -125,6 +146,8 @@ def main() -> int:
         w1()
     if which in ("w2", "all"):
         w2()
+    if which == "seeds":
+        seeds(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
     return 0
 
 
