@@ -68,7 +68,11 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     # The summary is the last JSON object printed (transformers prints dicts of its own before it).
     summary = json.loads(out[out.rindex("\n{") + 1:] if "\n{" in out else out[out.index("{"):])
-    return {"seconds": seconds, "top1": summary.get("top1", summary.get("val_top1")), "peak_rss_mb": usage.ru_maxrss / 1024}
+    result = {"seconds": seconds, "top1": summary.get("top1", summary.get("val_top1")), "peak_rss_mb": usage.ru_maxrss / 1024}
+    if "run_dir" in summary:  # zoo: the training loop's own rate, from the run's metrics
+        epochs = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        result["images_per_s"] = sum(e["images_per_s"] for e in epochs) / len(epochs)
+    return result
 
 
 def zoo(*args: str) -> list[str]:
@@ -81,7 +85,8 @@ def peer(*args: str) -> list[str]:
 
 def show(name: str, r: dict, base: dict | None = None) -> None:
     ratio = f"  ratio {r['seconds'] / base['seconds']:.2f}" if base else ""
-    print(f"  {name:34s} {r['seconds']:7.1f} s  top-1 {r['top1']:.4f}  peak RSS {r['peak_rss_mb']:6.0f} MB{ratio}", flush=True)
+    rate = f"  training {r['images_per_s']:5.0f} img/s" if "images_per_s" in r else ""
+    print(f"  {name:34s} {r['seconds']:7.1f} s  top-1 {r['top1']:.4f}  peak RSS {r['peak_rss_mb']:6.0f} MB{ratio}{rate}", flush=True)
 
 
 def w1() -> None:
