@@ -83,6 +83,14 @@ def peer(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "bench" / "peer_loop.py"), str(PNG), *args]
 
 
+def peer_hf(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), *args]
+
+
+W1 = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]  # every tool's W1 settings
+W1_ZOO = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *W1]
+
+
 def show(name: str, r: dict, base: dict | None = None) -> None:
     ratio = f"  ratio {r['seconds'] / base['seconds']:.2f}" if base else ""
     rate = f"  training {r['images_per_s']:5.0f} img/s" if "images_per_s" in r else ""
@@ -90,17 +98,15 @@ def show(name: str, r: dict, base: dict | None = None) -> None:
 
 
 def w1() -> None:
-    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]
     print("W1 full fine-tune, test_resnet 32x32, 1 epoch, no augmentation (ratio: zoo / peer)")
-    p = timed(peer("--workers", "2", *common))
-    hf = timed([sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), "--workers", "2", *common])
+    p = timed(peer("--workers", "2", *W1))
+    hf = timed(peer_hf("--workers", "2", *W1))
     show("peer (a) torchvision + timm loop", p)
     show("peer (b) transformers Trainer", hf)
-    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
     for amp in ("off", "bf16"):  # float32 as the peers; then bf16 autocast, native on CPUs with AMX
         cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
-        cold = timed(zoo(*flags, "--amp", amp), env=cache)  # an empty cache: decodes the PNG files
-        warm = timed(zoo(*flags, "--amp", amp), env=cache)  # the next run on the same folder reads $ZOO_CACHE/decoded
+        cold = timed(zoo(*W1_ZOO, "--amp", amp), env=cache)  # an empty cache: decodes the PNG files
+        warm = timed(zoo(*W1_ZOO, "--amp", amp), env=cache)  # the next run on the same folder reads $ZOO_CACHE/decoded
         for name, r in ((f"zoo --amp {amp}, first run", cold), (f"zoo --amp {amp}, decoded before", warm)):
             show(name, r, p)
             print(f"  {'':34s} zoo / peer (b): {r['seconds'] / hf['seconds']:.2f}")
@@ -109,17 +115,14 @@ def w1() -> None:
 
 def seeds(n: int) -> None:
     """W1's top-1 over seeds 0..n-1: one seed's top-1 moves by about a point, so compare means."""
-    common = ["--img-size", "32", "--batch-size", "128", "--lr", "0.1", "--epochs", "1"]
-    flags = ["test_resnet", "--data", str(PNG), "--no-pretrained", "--aug", "none", "--weight-decay", "1e-4", *common]
     cache = {"ZOO_CACHE": tempfile.mkdtemp(prefix="zoo-bench-cache-")}
     tools = {
-        "peer (a) torchvision + timm loop": lambda s: peer("--workers", "2", *common, "--seed", s),
-        "peer (b) transformers Trainer": lambda s: [sys.executable, str(ROOT / "bench" / "peer_hf.py"), str(PNG), "--workers", "2",
-                                                    *common, "--seed", s],
-        "zoo": lambda s: zoo(*flags, "--seed", s),
+        "peer (a) torchvision + timm loop": lambda s: peer("--workers", "2", *W1, "--seed", s),
+        "peer (b) transformers Trainer": lambda s: peer_hf("--workers", "2", *W1, "--seed", s),
+        "zoo": lambda s: zoo(*W1_ZOO, "--seed", s),
         # transformers re-initializes timm's weights (normal(0, 0.02) convolutions, BatchNorm scales 1): each residual
         # block's last BatchNorm no longer starts at zero as timm's ResNets have it. This line starts zoo the same way.
-        "zoo --model-arg zero_init_last=false": lambda s: zoo(*flags, "--model-arg", "zero_init_last=false", "--seed", s),
+        "zoo --model-arg zero_init_last=false": lambda s: zoo(*W1_ZOO, "--model-arg", "zero_init_last=false", "--seed", s),
     }
     print(f"W1 validation top-1 over seeds 0..{n - 1}")
     for name, cmd in tools.items():

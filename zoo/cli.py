@@ -74,9 +74,7 @@ def _import_torch() -> None:
     """
     gc.disable()
     try:
-        import timm  # noqa: F401  (imports torch)
-
-        import zoo.trainer  # noqa: F401
+        import timm  # noqa: F401  (imports torch, and torchvision, a dependency of timm)
     finally:
         gc.freeze()
         gc.enable()
