@@ -73,6 +73,7 @@ class _Fault:
     status: int | None
     times: int
     method: str | None
+    message: str | None = None
 
 
 class HubServer:
@@ -125,13 +126,15 @@ class HubServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def inject(self, pattern: str, *, status: int | None = 500, times: int = 1, method: str | None = None) -> None:
+    def inject(self, pattern: str, *, status: int | None = 500, times: int = 1, method: str | None = None,
+               message: str | None = None) -> None:
         """Answer the next `times` requests whose path (with query) matches `pattern` with `status`.
 
         `status=None` drops the connection without answering (the client sees a protocol error).
+        `message`: the error message sent (in `X-Error-Message` and the JSON body), instead of "Injected fault".
         """
         with self._lock:
-            self._faults.append(_Fault(re.compile(pattern), status, times, method.upper() if method else None))
+            self._faults.append(_Fault(re.compile(pattern), status, times, method.upper() if method else None, message))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -452,7 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             fault = hub._take_fault(method, self.path)
             if fault is not None and fault.status is not None:
-                raise HubError(fault.status, f"Injected fault ({fault.status})")
+                raise HubError(fault.status, fault.message or f"Injected fault ({fault.status})")
             if fault is None:
                 response = self._route(method, origin, body)
         except HubError as err:

@@ -367,6 +367,14 @@ def case_push_to_a_bad_repo_id(tmp, good_run):
 
 
 @case
+def case_push_weights_that_are_a_link(tmp, good_run):
+    run = copy_run(good_run, tmp)
+    shutil.move(run / "model.safetensors", tmp / "weights.safetensors")
+    (run / "model.safetensors").symlink_to(tmp / "weights.safetensors")
+    return Call(["push", run, "me/model"])
+
+
+@case
 def case_unreachable_hub_without_cache(tmp, good_run):
     return Call(["predict", "hf-hub:me/model", image(tmp)], subprocess=True,
                 env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp / "hf-home")})

@@ -57,3 +57,11 @@ def test_doctor_says_whether_the_hub_answers_and_never_shows_the_token(server):
     shown = doctor(HF_ENDPOINT="http://127.0.0.1:9")
     assert shown.returncode == 0 and "reachable" in shown.stdout
     assert all(TOKEN not in p.stdout + p.stderr for p in (up, down, shown))
+
+
+def test_doctor_redacts_a_password_in_the_endpoint():
+    secret = "doctorENDPOINTpassword55"
+    down = doctor("--json", HF_ENDPOINT=f"http://me:{secret}@127.0.0.1:9")
+    hub = json.loads(down.stdout)["hub"]
+    assert hub["endpoint"] == "http://me:***@127.0.0.1:9" and hub["reachable"] is False
+    assert not any(secret[i:i + 6] in down.stdout + down.stderr for i in range(len(secret) - 5))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -28,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hubserver import HubServer  # noqa: E402
 
 TOKEN = "hf_zooPLANTEDtoken123secretXYZ"
+OTHER = "hf_zooNOTgivenTOKEN987otherABC"  # shaped like a Hub token, but the client was never given it
+FILE_TOKEN = "zooFILE/tok+en=42secretQ"  # in HF_HOME/token; URL-encoding changes it
+SECRET = "zoo-SECRET-file-content-4711"  # what a link in a run directory points at
 RUN = dict(backbone="test_resnet", pretrained=False, img_size=32, batch_size=16, epochs=1, aug="none")
 PUSHED = {".gitattributes", "README.md", "config.json", "model.safetensors", "run_config.yaml", "metrics.jsonl",
           "loss.png", "accuracy.png", "confusion.png"}
@@ -50,14 +55,25 @@ def zoo_cli(server: HubServer, home: Path, *args, token: str | None = TOKEN, tim
     return proc
 
 
-def client(server: HubServer, home: Path, code: str, *, token: str | None = TOKEN, **extra):
-    """Run Python `code` that assigns `result`; return it (JSON)."""
+def client(server: HubServer, home: Path, code: str, *, token: str | None = TOKEN, stderr: bool = False, **extra):
+    """Run Python `code` that assigns `result`; return it (JSON), with the stderr when asked."""
     script = textwrap.dedent(code) + "\nimport json as _j\nprint('@@' + _j.dumps(result))\n"
     proc = subprocess.run([sys.executable, "-c", script], env=hub_env(server, home, token=token, **extra),
                           capture_output=True, text=True, timeout=300, cwd=home.parent)
     OUTPUTS.extend([proc.stdout, proc.stderr])
     assert proc.returncode == 0 and "@@" in proc.stdout, proc.stderr
-    return json.loads(proc.stdout.rsplit("@@", 1)[1])
+    result = json.loads(proc.stdout.rsplit("@@", 1)[1])
+    return (result, proc.stderr) if stderr else result
+
+
+def pieces(token: str, text: str, n: int = 6) -> list[str]:
+    """The substrings of `token` of length `n` found in `text` (a longer substring contains one of them)."""
+    return [token[i:i + n] for i in range(len(token) - n + 1) if token[i:i + n] in text]
+
+
+def stored(server: HubServer, content: str) -> list[Path]:
+    """The files of the server's storage (objects, LFS objects, repo records) that hold `content`."""
+    return [p for p in server.root.rglob("*") if p.is_file() and content.encode() in p.read_bytes()]
 
 
 def ok(proc) -> dict:
@@ -358,6 +374,262 @@ def test_hub_errors_are_one_line():
         assert "\n" not in str(hub_error(http(status), "me/m", push=True))
 
 
+# -- tokens in what the Hub answers ----------------------------------------------------------
+LEAKY = {  # error messages of a Hub that quotes a secret back
+    "token-after-170-chars": "x" * 170 + "token=" + TOKEN,
+    "token-at-195": "y" * 195 + TOKEN,
+    "token-in-a-long-message": "z" * 100 + TOKEN + " " + "w" * 300,
+    "an-hf-token-not-given": "q" * 170 + "token=" + OTHER,
+    "userinfo-query-bearer": f"see https://user:{TOKEN}@hub.test/x?access_token={TOKEN} Authorization: Bearer {OTHER}",
+}
+
+
+def assert_no_token(proc, *tokens):
+    out = proc.stdout + proc.stderr
+    for token in (TOKEN, OTHER, *tokens):
+        assert pieces(token, out) == [], out
+
+
+@pytest.mark.parametrize("name", sorted(LEAKY))
+def test_push_error_quoting_a_token_prints_no_part_of_it(server, run_dir, homes, name):
+    server.inject(r"^/api/repos/create", status=400, message=LEAKY[name])
+    try:
+        proc = zoo_cli(server, homes(), "push", run_dir, f"user/leak-{name}")
+    finally:
+        server.clear_faults()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"Error: push to user/leak-{name} failed: the Hub answered HTTP 400: ")
+    assert "***" in lines[0] and "retry with: zoo push" in lines[0]  # the message was quoted, the token blanked
+    assert_no_token(proc)
+
+
+@pytest.mark.slow
+def test_server_error_on_commit_quoting_a_token_after_retries(server, run_dir, homes):
+    server.inject(r"^/api/models/user/leak-commit/commit/main", status=500, method="POST", times=4, message=LEAKY["token-at-195"])
+    try:
+        proc = zoo_cli(server, homes(), "push", run_dir, "user/leak-commit")
+    finally:
+        server.clear_faults()
+    assert proc.returncode == 1 and "server error (HTTP 500: yyy" in proc.stderr and "retries did not help" in proc.stderr
+    assert_no_token(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, debug", [("token-after-170-chars", ""), ("userinfo-query-bearer", "1")])
+def test_predict_from_a_hub_quoting_a_token_prints_no_part_of_it(server, image, homes, name, debug):
+    mark = len(server.requests)
+    server.inject(r"^/api/models/user/leaky/", status=400, times=3, message=LEAKY[name])
+    try:
+        proc = zoo_cli(server, homes(), "predict", "hf-hub:user/leaky", image, ZOO_DEBUG=debug)
+    finally:
+        server.clear_faults()
+    assert proc.returncode == 1 and any(r["status"] == 400 for r in server.requests[mark:])
+    assert ("Traceback" in proc.stderr) == bool(debug)  # ZOO_DEBUG=1: the traceback, redacted too
+    assert_no_token(proc)
+
+
+def test_token_from_the_token_file_is_redacted_too(server, run_dir, homes):
+    home = homes()
+    home.mkdir(parents=True)
+    (home / "token").write_text(FILE_TOKEN)
+    mark = len(server.requests)
+    message = "x" * 185 + f"token={FILE_TOKEN} and encoded {quote(FILE_TOKEN, safe='')}"  # the cut at 200 splits it
+    server.inject(r"^/api/repos/create", status=400, message=message)
+    try:
+        proc = zoo_cli(server, home, "push", run_dir, "user/leak-file", token=None)
+    finally:
+        server.clear_faults()
+    create = [r for r in server.requests[mark:] if r["path"] == "/api/repos/create"]
+    assert create[0]["authorization"] == f"Bearer {FILE_TOKEN}"  # the token file's token was used
+    assert proc.returncode == 1 and "HTTP 400" in proc.stderr
+    assert_no_token(proc, FILE_TOKEN, quote(FILE_TOKEN, safe=""))
+
+
+def test_huggingface_hub_log_lines_and_warnings_are_redacted(server, homes):
+    _, stderr = client(server, homes(), f"""
+        import logging, warnings
+        from zoo import hub
+        hub._quiet()  # what every Hub call of zoo does first
+        logging.getLogger("huggingface_hub.file_download").error("request with token=%s failed", {TOKEN!r})
+        warnings.warn("retrying with Authorization: Bearer " + {TOKEN!r})
+        result = None
+    """, stderr=True)
+    assert "request with token=*** failed" in stderr and "Authorization: ***" in stderr
+    assert pieces(TOKEN, stderr) == []
+
+
+def test_a_token_in_a_staged_text_file_is_blanked_out(server, run_dir, tmp_path, homes):
+    run, _ = copy_run(run_dir, tmp_path)
+    (run / "README.md").write_text(f"# my notes\nuploaded with {OTHER}\n")  # edited by hand, with a token in it
+    proc = zoo_cli(server, homes(), "push", run, "user/noted")
+    assert proc.returncode == 0, proc.stderr
+    assert "zoo: warning: README.md held a token: uploading it with the token blanked out (***)" in proc.stderr
+    assert remote_text(server, "user/noted", "README.md") == "# my notes\nuploaded with ***\n"
+    assert OTHER in (run / "README.md").read_text()  # the run directory is not changed
+    assert stored(server, OTHER) == []
+
+
+def test_redact_knows_the_stored_tokens_of_hf_auth_login(tmp_path, monkeypatch):
+    from zoo.redact import known_tokens, redact
+
+    stored_token, refresh = "zooSTOREDtokenVALUE77", "zooREFRESHtokenVALUE88"
+    (tmp_path / "stored_tokens").write_text(f"[work]\nhf_token = {stored_token}\nrefresh_token = {refresh}\n")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_TOKEN_PATH", raising=False)
+    assert {stored_token, refresh} <= known_tokens()
+    line = redact(f"failed for {stored_token[:12]} and {refresh}")
+    assert pieces(stored_token, line) == pieces(refresh, line) == []
+
+
+def test_redact_blanks_every_secret_before_a_cut():
+    from zoo.redact import redact
+
+    for message in LEAKY.values():
+        line = redact(message)
+        assert "***" in line and pieces(TOKEN, line) == pieces(OTHER, line) == []
+        for cut in range(len(line)):  # wherever the line is cut afterwards
+            assert pieces(TOKEN, line[:cut], 6) == []
+    assert pieces(TOKEN, redact(f"cut by the server: {TOKEN[:9]}", tokens={TOKEN})) == []
+    encoded = quote(FILE_TOKEN, safe="")
+    assert pieces(encoded, redact(f"GET /x?t={encoded}&y=1", tokens={FILE_TOKEN})) == []
+    kept = "missing key: fc.weight; use hf_hub_download and HF_TOKEN; a basic model; Authorization header missing; {\"password\": 0.93}"
+    assert redact(kept, tokens={TOKEN}) == kept
+
+
+# -- links in the run directory ----------------------------------------------------------------
+def copy_run(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the run, and a secret file outside it."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / ".lock").unlink(missing_ok=True)
+    (tmp_path / "secret.txt").write_text(SECRET)
+    return run, tmp_path / "secret.txt"
+
+
+def relink(path: Path, target: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+def test_push_uploads_no_link_and_names_each_one(server, run_dir, tmp_path, homes):
+    run, secret = copy_run(run_dir, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text(SECRET)
+    relink(run / "README.md", secret)  # would have been published as the card
+    relink(run / "run_config.yaml", secret)
+    relink(run / "checkpoints" / "notes.txt", secret)
+    relink(run / "checkpoints" / "more", outside)  # a folder
+    relink(run / "extra.png", secret)
+    relink(run / "accuracy.png", run / "loss.png")  # points inside the run directory: still a link
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")  # opening it would wait forever for a writer
+    skipped = {"README.md": "a symbolic link", "run_config.yaml": "a symbolic link", "checkpoints/notes.txt": "a symbolic link",
+               "checkpoints/more": "a symbolic link", "extra.png": "a symbolic link", "accuracy.png": "a symbolic link",
+               "metrics.jsonl": "a FIFO"}
+
+    proc = zoo_cli(server, homes(), "push", run, "user/links", "--with-checkpoints", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: warning: not uploading ")]
+    assert sorted(warnings) == sorted(f"zoo: warning: not uploading {name}: it is {kind} (zoo uploads only regular files "
+                                      "inside the run directory and follows no link)" for name, kind in skipped.items())
+    assert tree(server, "user/links") == {".gitattributes", "README.md", "config.json", "model.safetensors", "loss.png",
+                                          "confusion.png", "checkpoints/best.safetensors", "checkpoints/last.pt"}
+    assert stored(server, SECRET) == []
+    from zoo import cards
+
+    assert cards.is_generated(remote_text(server, "user/links", "README.md"))  # generated, not the linked file
+    # A dry run stages the same way.
+    dry = ok(zoo_cli(server, homes(), "push", run, "user/links", "--with-checkpoints", "--dry-run", tmp_path / "up", "--json"))
+    assert set(dry["files"]) == tree(server, "user/links") - {".gitattributes"}
+    assert not any(p.is_symlink() for p in (tmp_path / "up").rglob("*"))
+
+
+def test_push_skips_a_linked_checkpoints_folder(server, run_dir, tmp_path, homes):
+    run, _ = copy_run(run_dir, tmp_path)
+    shutil.move(run / "checkpoints", tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "notes.txt").write_text(SECRET)
+    (run / "checkpoints").symlink_to(tmp_path / "elsewhere")
+    proc = zoo_cli(server, homes(), "push", run, "user/linked-checkpoints", "--with-checkpoints")
+    assert proc.returncode == 0, proc.stderr
+    assert "zoo: warning: not uploading checkpoints: it is a symbolic link" in proc.stderr
+    assert tree(server, "user/linked-checkpoints") == PUSHED
+    assert stored(server, SECRET) == []
+
+
+@pytest.mark.parametrize("name, target", [("model.safetensors", "outside"), ("config.json", "inside"), ("model.safetensors", "fifo")])
+def test_push_refuses_needed_files_that_are_not_regular(server, run_dir, tmp_path, homes, name, target):
+    run, _ = copy_run(run_dir, tmp_path)
+    if target == "fifo":
+        (run / name).unlink()
+        os.mkfifo(run / name)
+    else:
+        moved = tmp_path / name if target == "outside" else run / f"copy-of-{name}"
+        shutil.move(run / name, moved)
+        (run / name).symlink_to(moved)
+    mark = len(server.requests)
+    proc = zoo_cli(server, homes(), "push", run, "user/refused", timeout=120)
+    kind = "a FIFO" if target == "fifo" else "a symbolic link"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"Error: {run / name} is {kind}: zoo uploads only regular files inside the run directory and follows no link; "
+        "put the file itself there"]
+    assert server.requests[mark:] == []  # refused before any request
+
+
+@pytest.mark.slow
+def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp_path, homes):
+    """--hub-strategy best: push_best, called by a real fine-tune at its best epoch, stages like zoo push."""
+    (tmp_path / "secret.txt").write_text(SECRET)
+    result, stderr = client(server, homes(), f"""
+        import os
+        from pathlib import Path
+        from zoo import hub
+        from zoo.errors import ZooError
+        from zoo.trainer import FinetuneConfig, Trainer
+
+        result = {{"refused": []}}
+
+        def refused():
+            try:
+                hub.push_best(trainer, "user/best-links")
+            except ZooError as exc:
+                result["refused"].append(str(exc))
+
+        def on_best(run_dir):
+            if result["refused"]:
+                return
+            best, real = run_dir / "checkpoints" / "best.safetensors", run_dir / "checkpoints" / "real.safetensors"
+            os.replace(best, real)
+            best.symlink_to(real)  # a link inside the run directory: refused, it is the model
+            refused()
+            best.unlink()
+            os.replace(real, best)
+            folder, moved = run_dir / "checkpoints", run_dir / "moved"
+            os.replace(folder, moved)
+            folder.symlink_to(moved)  # the folder holding it is a link
+            refused()
+            folder.unlink()
+            os.replace(moved, folder)
+            config, kept = run_dir / "run_config.yaml", run_dir / "kept.yaml"
+            os.replace(config, kept)
+            config.symlink_to({str(tmp_path / "secret.txt")!r})  # skipped with a warning
+            result["files"] = hub.push_best(trainer, "user/best-links")["files"]
+            config.unlink()
+            os.replace(kept, config)
+
+        trainer = Trainer(FinetuneConfig.from_dict(dict(data="synthetic", **{RUN!r})), out=Path({str(tmp_path / "run")!r}), on_best=on_best)
+        trainer.fit()
+    """, stderr=True)
+    rule = "zoo uploads only regular files inside the run directory and follows no link; put the file itself there"
+    best = tmp_path / "run" / "checkpoints" / "best.safetensors"
+    assert result["refused"] == [f"{best} is a symbolic link: {rule}", f"{best} is reached through the symbolic link checkpoints: {rule}"]
+    assert "zoo: warning: not uploading run_config.yaml: it is a symbolic link" in stderr
+    assert set(result["files"]) == {"README.md", "config.json", "model.safetensors", "metrics.jsonl"}
+    assert tree(server, "user/best-links") == {".gitattributes", *result["files"]}
+    assert stored(server, SECRET) == []
+
+
 # -- last: the token went nowhere ---------------------------------------------------------------
 def test_token_appears_in_no_file_and_no_output(server, run_dir, pushed, tmp_path_factory):
     assert any(r["authorization"] == f"Bearer {TOKEN}" for r in server.requests)  # it was used
@@ -366,4 +638,4 @@ def test_token_appears_in_no_file_and_no_output(server, run_dir, pushed, tmp_pat
     leaks = [p for p in files if TOKEN.encode() in p.read_bytes()]
     assert leaks == []  # run directories, the Hub's storage, dry-run folders, HF_HOME caches
     assert server.root.is_relative_to(base) and run_dir.is_relative_to(base)
-    assert OUTPUTS and not any(TOKEN in out for out in OUTPUTS)
+    assert OUTPUTS and not any(pieces(TOKEN, out) or pieces(OTHER, out) for out in OUTPUTS)

@@ -50,8 +50,10 @@ class ZooGroup(click.Group):
         except OSError as exc:  # a file zoo did not expect to fail: one line, not a traceback
             if os.environ.get("ZOO_DEBUG"):
                 raise
+            from zoo.redact import redact
+
             where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            click.echo(redact(f"Error: {exc.strerror or exc}{where}"), err=True)
             ctx.exit(1)
 
 
@@ -748,7 +750,17 @@ def doctor(offline, as_json):
                        for c in r["caches"]])
 
 
+def _redacted_traceback(kind, value, tb) -> None:
+    """sys.excepthook: an unexpected failure (or one ZOO_DEBUG shows) prints its traceback, tokens redacted."""
+    import traceback
+
+    from zoo.redact import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
+    sys.excepthook = _redacted_traceback
     try:
         cli(prog_name="zoo")
     finally:

@@ -73,7 +73,9 @@ def registry_files() -> list[dict]:
 def hub(check: bool = True, timeout: float = 3.0) -> dict:
     from huggingface_hub import constants, get_token
 
-    info = {"endpoint": constants.ENDPOINT, "offline": bool(constants.HF_HUB_OFFLINE), "token_set": get_token() is not None}
+    from zoo.redact import redact
+
+    info = {"endpoint": redact(constants.ENDPOINT), "offline": bool(constants.HF_HUB_OFFLINE), "token_set": get_token() is not None}
     if check and not info["offline"]:
         from huggingface_hub.utils import get_session
 
@@ -83,7 +85,7 @@ def hub(check: bool = True, timeout: float = 3.0) -> dict:
             info["reachable"] = response.status_code < 500
             info["status"] = response.status_code
         except Exception as exc:  # any failure to connect is the answer, not a crash
-            info["reachable"], info["error"] = False, f"{type(exc).__name__}: {str(exc)[:120]}"
+            info["reachable"], info["error"] = False, redact(f"{type(exc).__name__}: {exc}")[:120]  # redacted, then cut
         info["seconds"] = round(time.perf_counter() - start, 3)
     return info
 

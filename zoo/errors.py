@@ -4,9 +4,18 @@ from __future__ import annotations
 
 
 class ZooError(Exception):
-    """A failure the user can act on. The CLI prints it without a traceback."""
+    """A failure the user can act on. The CLI prints it without a traceback.
+
+    Its message never holds a token: it is redacted here (zoo.redact), so every error is, whatever
+    exception or server text it quotes.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        from zoo.redact import redact
+
+        super().__init__(redact(str(message)), *args)
 
 
 class UsageError(ZooError):

@@ -7,8 +7,14 @@ checkpoints. Files the repo already holds unchanged are skipped by huggingface_h
 an unchanged run makes no commit. A card on the Hub that was edited by hand (its zoo marker is
 missing or does not match) is kept unless the caller asks to overwrite it.
 
+Only regular files inside the run directory are staged, and no link is ever followed: a link (to a
+file or a folder), a FIFO or a device file is refused when zoo needs it (model.safetensors,
+config.json, the best checkpoint) and skipped with a warning otherwise. The card is rendered from
+the staged folder, so it too sees only what is uploaded.
+
 Tokens come from HF_TOKEN or the Hub login (huggingface_hub reads them); zoo never writes,
-prints or logs them.
+prints or logs them: errors, warnings, huggingface_hub's log lines and the staged text files
+(card, config, metrics) are redacted (zoo.redact) before anything is cut or written.
 """
 
 from __future__ import annotations
@@ -18,24 +24,62 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from zoo.errors import UsageError, ZooError
+from zoo.redact import redact
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 RUN_FILES = ("model.safetensors", "config.json", "run_config.yaml", "metrics.jsonl")
+NEEDED = ("config.json", "model.safetensors")  # refused when not regular files; anything else is skipped
+TEXT_FILES = ("config.json", "run_config.yaml", "metrics.jsonl", "README.md")  # redacted when staged
+ONLY_REGULAR = "zoo uploads only regular files inside the run directory and follows no link"
 RETRY_WAITS = (1.0, 2.0, 4.0)  # seconds before each retry of a transient failure (5xx, 429, network)
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
 def _quiet() -> None:
-    """huggingface_hub logs retries as warnings; zoo reports one line of its own instead."""
+    """huggingface_hub logs retries as warnings; zoo reports one line of its own instead.
+
+    What it still logs (errors) and the Python warnings it issues are redacted on their way out.
+    """
+    import logging as std
+    import warnings
+
     from huggingface_hub.utils import logging
 
     logging.set_verbosity_error()
+    for handler in std.getLogger("huggingface_hub").handlers:
+        if not any(isinstance(f, _Redact) for f in handler.filters):
+            handler.addFilter(_Redact())
+    if not getattr(warnings.showwarning, "redacts", False):
+        show = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            show(redact(str(message)), category, filename, lineno, file, line)
+
+        showwarning.redacts = True
+        warnings.showwarning = showwarning
+
+
+class _Redact:
+    """A logging filter that redacts a record's message and exception text (it drops nothing)."""
+
+    def filter(self, record) -> bool:
+        import logging as std
+
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break the Hub call that logged it
+            text = f"{record.msg} {record.args}"
+        record.msg, record.args = redact(text), None
+        if record.exc_info:
+            record.exc_text, record.exc_info = redact(std.Formatter().formatException(record.exc_info)), None
+        return True
 
 
 def _split(repo: str) -> tuple[str, str | None]:
@@ -112,27 +156,32 @@ def push_best(trainer, repo_id: str, *, private: bool = False, revision: str | N
     """Publish the best checkpoint so far of a running fine-tune (``--hub-strategy best``).
 
     The folder holds checkpoints/best.safetensors as model.safetensors, the config.json and card the
-    finished run would have with the best metrics so far, run_config.yaml and metrics.jsonl.
+    finished run would have with the best metrics so far, run_config.yaml and metrics.jsonl; staged
+    like :func:`push` (regular files only, text redacted). Skipped entries are warned about.
     """
     import json
 
     from zoo import cards, runs
+    from zoo.plugins import warn
 
     repo_id = parse_repo_id(repo_id)
     run_dir = Path(trainer.run_dir)
     best = trainer.best or {}
     metrics = dict(best.get("metrics") or {}, epoch=best.get("epoch"), eval_split=trainer.eval_split)
+    _need(run_dir, runs.BEST)
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         folder = Path(tmp) / "upload"
         folder.mkdir()
-        _place(run_dir / runs.BEST, folder / "model.safetensors", link=True)
+        notes: list[str] = []
+        _take(run_dir, runs.BEST, folder, notes, link=True, dest="model.safetensors")
         config = cards.config_dict(trainer, metrics)
-        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        _write_text(folder / "config.json", json.dumps(config, indent=2), "config.json", notes)
         for name in (runs.RUN_CONFIG, runs.METRICS):
-            if (run_dir / name).is_file():
-                _place(run_dir / name, folder / name, link=False)
-        card = cards.card_for_run(run_dir, repo_id=repo_id, config=config, plots=[])
-        (folder / "README.md").write_text(card, encoding="utf-8")
+            _take(run_dir, name, folder, notes, link=False)
+        card = cards.card_for_run(folder, repo_id=repo_id, config=config, plots=[])
+        _write_text(folder / "README.md", card, "README.md", notes)
+        for note in notes:
+            warn(note.removeprefix("warning: "))
         top1 = metrics.get("top1")
         message = f"Best checkpoint so far (epoch {best.get('epoch')}{f', top-1 {top1:.4f}' if top1 is not None else ''}) with zoo"
         with _no_progress_bars():  # the fine-tune's own progress display owns the terminal
@@ -184,15 +233,44 @@ def retry_command(run_dir: Path, repo_id: str, *, private=False, revision=None, 
 
 
 def _check_run(run_dir: Path, with_checkpoints: bool) -> None:
-    if not run_dir.is_dir():
+    if not run_dir.is_dir():  # the run directory itself may be a link: the user named it
         raise UsageError(f"{run_dir} is not a directory: give a zoo run directory")
-    for name in ("config.json", "model.safetensors"):
-        if not (run_dir / name).is_file():
+    for name in NEEDED:
+        if not os.path.lexists(run_dir / name):
             hint = (f"is the run finished? resume it with: zoo finetune --resume {run_dir}" if (run_dir / "run_config.yaml").is_file()
                     else "give a zoo run directory")
             raise UsageError(f"{run_dir} has no {name}: {hint}")
-    if with_checkpoints and not (run_dir / "checkpoints").is_dir():
+        _need(run_dir, name)
+    checkpoints = run_dir / "checkpoints"
+    if with_checkpoints and not (checkpoints.is_symlink() or checkpoints.is_dir()):  # a link is skipped with a warning
         raise UsageError(f"{run_dir} has no checkpoints/ folder to push: leave out --with-checkpoints")
+
+
+def _kind(run_dir: Path, name: str) -> str | None:
+    """None for a regular file ``run_dir/name``, else what it is; no link is followed, in ``name``'s folders either."""
+    parts = Path(name).parts
+    for depth in range(1, len(parts)):
+        folder = "/".join(parts[:depth])
+        if os.path.islink(run_dir / folder):
+            return f"reached through the symbolic link {folder}"
+    try:
+        mode = os.lstat(run_dir / name).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device file"), (stat.S_ISBLK, "a device file")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _need(run_dir: Path, name: str) -> None:
+    """Refuse a file zoo must upload unless it is a regular file inside the run directory."""
+    kind = _kind(run_dir, name)
+    if kind is not None:
+        raise UsageError(f"{run_dir / name} is {kind}: {ONLY_REGULAR}; put the file itself there")
 
 
 def _empty_folder(folder: Path, run_dir: Path) -> Path:
@@ -205,16 +283,64 @@ def _empty_folder(folder: Path, run_dir: Path) -> Path:
     return folder
 
 
+def _open_regular(src: Path) -> int:
+    """A file descriptor for ``src``, which must be a regular file reached through no link at its end."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # NONBLOCK: a FIFO must not hang the push
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{src} is not a regular file")
+    return fd
+
+
 def _place(src: Path, dst: Path, *, link: bool) -> None:
-    """Hard link when allowed (no copy of big weights), else copy. Never touches ``src``."""
+    """Hard link when allowed (no copy of big weights), else copy; never through a link. Never touches ``src``."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if link:
         try:
-            os.link(src, dst)
-            return
+            os.link(src, dst, follow_symlinks=False)
         except OSError:
             pass
-    shutil.copyfile(src, dst)
+        else:
+            if stat.S_ISREG(os.lstat(dst).st_mode):  # src may have become a link since it was checked
+                return
+            dst.unlink()
+    with open(_open_regular(src), "rb") as f, open(dst, "xb") as out:
+        shutil.copyfileobj(f, out)
+
+
+def _write_text(dst: Path, text: str, name: str, notes: list[str]) -> None:
+    clean = redact(text)
+    if clean != text:
+        notes.append(f"warning: {name} held a token: uploading it with the token blanked out (***)")
+    dst.write_text(clean, encoding="utf-8")
+
+
+def _take(run_dir: Path, name: str, folder: Path, notes: list[str], *, link: bool, dest: str | None = None,
+          walk: bool = False) -> bool:
+    """Stage ``run_dir/name`` as ``folder/dest`` if it is a regular file (text files redacted), or with ``walk``
+    the regular files of the folder ``name``; note anything else (a link, a FIFO...) as not uploaded.
+
+    Hidden entries are left out silently (temporary files of atomic writes).
+    """
+    src, kind = run_dir / name, _kind(run_dir, name)
+    if kind == "missing" or Path(name).name.startswith("."):
+        return False
+    if kind == "a folder" and walk:
+        for entry in sorted(os.listdir(src)):
+            _take(run_dir, f"{name}/{entry}", folder, notes, link=link, walk=True)
+        return True
+    if kind is not None:
+        notes.append(f"warning: not uploading {name}: it is {kind} ({ONLY_REGULAR})")
+        return False
+    dst = folder / (dest or name)
+    if Path(name).name in TEXT_FILES:
+        with open(_open_regular(src), "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _write_text(dst, text, name, notes)
+    else:
+        _place(src, dst, link=link)
+    return True
 
 
 def _files(folder: Path) -> list[str]:
@@ -222,26 +348,22 @@ def _files(folder: Path) -> list[str]:
 
 
 def stage_run(run_dir: Path, folder: Path, repo_id: str, *, with_checkpoints: bool = False, link: bool = True) -> list[str]:
-    """Fill ``folder`` with what a push of ``run_dir`` uploads; returns one-line notes."""
+    """Fill ``folder`` with what a push of ``run_dir`` uploads; returns one-line notes (see the module docstring)."""
     from zoo import cards
 
-    notes = []
+    notes: list[str] = []
     folder.mkdir(parents=True, exist_ok=True)
-    for name in [*RUN_FILES, *cards.plots_of(run_dir)]:
-        if (run_dir / name).is_file():
-            _place(run_dir / name, folder / name, link=link)
+    for name in [*RUN_FILES, *sorted(p.name for p in run_dir.glob("*.png"))]:
+        _take(run_dir, name, folder, notes, link=link)
     if with_checkpoints:
-        for path in sorted((run_dir / "checkpoints").rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                _place(path, folder / path.relative_to(run_dir), link=link)
-    local = run_dir / "README.md"
-    text = local.read_text(encoding="utf-8", errors="replace") if local.is_file() else None
-    if text is not None and not cards.is_generated(text):
+        _take(run_dir, "checkpoints", folder, notes, link=link, walk=True)
+    readme = folder / "README.md"
+    if _take(run_dir, "README.md", folder, notes, link=False) and not cards.is_generated(readme.read_text(encoding="utf-8")):
         # The user edited the card in the run directory: publish their text, not a regenerated one.
-        (folder / "README.md").write_text(text, encoding="utf-8")
         notes.append(f"README.md in {run_dir} was edited by hand: uploading it as it is (not regenerated)")
     else:
-        (folder / "README.md").write_text(cards.card_for_run(run_dir, repo_id=repo_id), encoding="utf-8")
+        # Rendered from the staged folder: the card shows only what is uploaded.
+        _write_text(readme, cards.card_for_run(folder, repo_id=repo_id), "README.md", notes)
     return notes
 
 
@@ -283,8 +405,8 @@ def _publish(folder: Path, repo_id: str, *, private: bool, revision: str | None,
     changed = commit.oid != info.sha
     if not changed:
         notes.append(f"nothing changed: {repo_id} already holds this run")
-    return {"repo_id": repo_id, "repo_url": str(url), "revision": revision or "main",
-            "commit": commit.oid if changed else None, "commit_url": commit.commit_url if changed else None,
+    return {"repo_id": repo_id, "repo_url": redact(str(url)), "revision": revision or "main",
+            "commit": commit.oid if changed else None, "commit_url": redact(commit.commit_url) if changed else None,
             "head": commit.oid, "files": files, "notes": notes, "dry_run": None}
 
 
@@ -334,28 +456,14 @@ def _with_retry(call: Callable[[], Any], waits: tuple[float, ...] = RETRY_WAITS)
 
 
 # -- errors -------------------------------------------------------------------------------
-def _scrub(text: str) -> str:
-    """Blank out any token that might have slipped into a message."""
-    tokens = {os.environ.get(k) for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    try:
-        from huggingface_hub import get_token
-
-        tokens.add(get_token())
-    except Exception:  # noqa: BLE001
-        pass
-    for token in filter(None, tokens):
-        if len(token) >= 8:
-            text = text.replace(token, "***")
-    return text
-
-
 def _status(exc: Exception) -> int | None:
     return getattr(getattr(exc, "response", None), "status_code", None)
 
 
 def _server_message(exc: Exception) -> str:
+    """The server's (or the exception's) message, redacted first, then cut to 200 characters."""
     text = getattr(exc, "server_message", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return " ".join(str(text).split())[:200]
+    return " ".join(redact(str(text)).split())[:200]
 
 
 def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None) -> ZooError:
@@ -367,7 +475,7 @@ def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | Non
     reason = _reason(exc, repo, push=push)
     if retry:
         reason += f"; the run directory was not changed; retry with: {retry}"
-    return ZooError(_scrub(" ".join(reason.split())))
+    return ZooError(" ".join(reason.split()))  # ZooError redacts its message
 
 
 def _reason(exc: Exception, repo: str, *, push: bool) -> str:

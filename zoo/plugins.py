@@ -63,13 +63,15 @@ class PluginInfo:
 
 
 def warn(message: str) -> None:
-    """One line on stderr; never a traceback (unless ZOO_DEBUG is set)."""
-    message = " ".join(str(message).split())  # one line, whatever the exception text held
+    """One line on stderr, tokens redacted; never a traceback (unless ZOO_DEBUG is set)."""
+    from zoo.redact import redact
+
+    message = " ".join(redact(message).split())  # one line, whatever the exception text held
     print(f"zoo: warning: {message}", file=sys.stderr)
     if os.environ.get("ZOO_DEBUG"):
         import traceback
 
-        traceback.print_exc()
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
 
 
 class Plugins:
@@ -134,6 +136,9 @@ class Plugins:
         self.info[name] = info
 
     def _fail(self, info: PluginInfo, message: str, *, skipped: str = "skipped") -> None:
+        from zoo.redact import redact
+
+        message = redact(message)  # shown again by 'zoo plugins list' and 'zoo doctor'
         info.errors.append(message)
         warn(f"plugin '{info.name}' {message} ({skipped})")
 
