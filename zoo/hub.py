@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, command
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 RUN_FILES = ("model.safetensors", "config.json", "run_config.yaml", "metrics.jsonl")
@@ -188,7 +188,7 @@ def _check_run(run_dir: Path, with_checkpoints: bool) -> None:
         raise UsageError(f"{run_dir} is not a directory: give a zoo run directory")
     for name in ("config.json", "model.safetensors"):
         if not (run_dir / name).is_file():
-            hint = (f"is the run finished? resume it with: zoo finetune --resume {run_dir}" if (run_dir / "run_config.yaml").is_file()
+            hint = (f"is the run finished? resume it with: {command('zoo', 'finetune', '--resume', run_dir)}" if (run_dir / "run_config.yaml").is_file()
                     else "give a zoo run directory")
             raise UsageError(f"{run_dir} has no {name}: {hint}")
     if with_checkpoints and not (run_dir / "checkpoints").is_dir():

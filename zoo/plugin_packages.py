@@ -7,7 +7,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, ZooError, shown
 
 
 def model_config(model: str) -> dict:
@@ -38,8 +38,29 @@ def needed(plugin: dict) -> bool:
     return plugin.get("needed_to_load", True)
 
 
+def pinned(plugin: dict, where: str = "the model") -> str:
+    """``name==version`` for a plugin record: the only form zoo hands pip or prints in an install hint.
+
+    Records come from a model's config.json, which anyone can write. A name that is not a bare
+    distribution name (a URL, ``name @ file:...``, extras, markers, spaces, a leading ``-`` that pip
+    would read as an option) or a version that is not a PEP 440 version is refused.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    name, version = plugin.get("name"), plugin.get("version")
+    try:
+        req = Requirement(name) if isinstance(name, str) else None
+        if req and req.name == name and not (req.url or req.extras or req.specifier or req.marker) and isinstance(version, str):
+            return f"{name}=={Version(version)}"
+    except (InvalidRequirement, InvalidVersion):
+        pass
+    raise ZooError(f"{where} records a plugin zoo will not install: name {shown(repr(name))}, version {shown(repr(version))} "
+                   f"is not a plain distribution name and PEP 440 version (install the plugin yourself if you trust it)")
+
+
 def installed(plugin: dict) -> str | None:
-    """The installed version of a recorded plugin, or None when it is not installed as a zoo plugin."""
+    """The installed version of a recorded plugin (a valid record: see ``pinned``), or None when it is not installed as a zoo plugin."""
     try:
         dist = metadata.distribution(plugin["name"])
     except metadata.PackageNotFoundError:
@@ -47,9 +68,16 @@ def installed(plugin: dict) -> str | None:
     return dist.version if any(ep.group == "zoo" for ep in dist.entry_points) else None
 
 
-def requirement(plugin: dict) -> str:
-    """A pip requirement for the recorded version (any version when none was recorded)."""
-    return f"{plugin['name']}=={plugin['version']}" if plugin.get("version") else plugin["name"]
+def install_hint(plugin: dict | None) -> str:
+    """What to run to get a missing plugin a model records (a quoted, checked ``name==version``)."""
+    from zoo.errors import command
+
+    if plugin is not None:
+        try:
+            return command("zoo", "plugins", "install", pinned(plugin))
+        except ZooError:
+            pass
+    return "zoo plugins install <the plugin that provides it>"
 
 
 # -- zoo plugins new ----------------------------------------------------------------------------
