@@ -108,6 +108,15 @@ def test_a_valid_record_reaches_pip_as_name_eq_version(tmp_path):
     assert "Zoo_Not_Here==1.0.0" in log
 
 
+@pytest.mark.parametrize("config", [{"zoo": "x"}, {"zoo": {"plugins": {"name": "zoo-x", "version": "1.0"}}},
+                                    {"zoo": {"plugins": ["zoo-x==1.0", 3, None]}}, ["not", "a", "mapping"]])
+def test_a_config_without_plugin_records_installs_nothing(config, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = zoo("plugins", "install", "--from-model", tmp_path, "-y", **pip_env(tmp_path))
+    assert proc.returncode == 0 and proc.stdout == f"{tmp_path} needs no plugin to load\n", describe(proc)
+    assert not (tmp_path / "pip.log").exists()
+
+
 def test_missing_head_hint_uses_the_same_check(evil_run, tmp_path, run):
     model = tmp_path / "model"
     shutil.copytree(evil_run["run"], model, ignore=shutil.ignore_patterns(".lock", "checkpoints"))

@@ -172,9 +172,10 @@ def load_folder(folder: Path) -> Loaded:
     head = zoo_meta.get("head") or {"name": "linear", "options": {}}
     num_classes = int(cfg.get("num_classes") or cfg["pretrained_cfg"].get("num_classes") or 0)
     if head["name"] not in get_plugins().collect("heads"):
-        from zoo.plugin_packages import install_hint
+        from zoo.plugin_packages import install_hint, provides
 
-        plugin = next((p for p in zoo_meta.get("plugins") or [] if isinstance(p, dict) and head["name"] in (p.get("provides") or [])), None)
+        records = zoo_meta.get("plugins") if isinstance(zoo_meta.get("plugins"), list) else []
+        plugin = next((p for p in records if isinstance(p, dict) and head["name"] in provides(p)), None)
         raise ZooError(f"{folder} uses the head {head['name']!r}, which no installed plugin provides: run: {install_hint(plugin)}")
     try:
         model_args = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}

@@ -291,7 +291,7 @@ def _plugins_for_model(model: str, yes: bool) -> list[str]:
         return shown(f"{p['name']} {p['version']}" if p.get("version") else p["name"])
 
     def provides(p: dict) -> str:
-        return shown(", ".join(map(str, p.get("provides") or [])) or "?")
+        return shown(", ".join(map(str, pp.provides(p))) or "?")
 
     records = pp.recorded(model)
     for p in records:

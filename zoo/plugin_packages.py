@@ -28,9 +28,17 @@ def model_config(model: str) -> dict:
 
 
 def recorded(model: str) -> list[dict]:
-    """The third-party plugins a model records (name, version, entry point, what it provides)."""
-    plugins = (model_config(model).get("zoo") or {}).get("plugins") or []
-    return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")]
+    """The third-party plugins a model records (name, version, entry point, what it provides); parts that are
+    not shaped like records are left out (what goes to pip is checked by ``pinned``)."""
+    section = model_config(model).get("zoo")
+    plugins = section.get("plugins") if isinstance(section, dict) else None
+    return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")] if isinstance(plugins, list) else []
+
+
+def provides(plugin: dict) -> list:
+    """What a record says its plugin provides (heads, freeze policies, datasets)."""
+    names = plugin.get("provides")
+    return names if isinstance(names, list) else []
 
 
 def needed(plugin: dict) -> bool:
