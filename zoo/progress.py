@@ -50,10 +50,10 @@ class ConsoleReporter(Reporter):
         if self.quiet:
             return
         cfg = trainer.config
-        self.console.print(
-            f"fine-tuning {shown(trainer.spec.source)} on {shown(trainer.dataset.name)}: {len(trainer.train_data.labels)} train / "
+        self.console.print(shown(
+            f"fine-tuning {trainer.spec.source} on {trainer.dataset.name}: {len(trainer.train_data.labels)} train / "
             f"{len(trainer.val_data.labels) if trainer.val_data is not None else 0} eval images, {len(trainer.classes)} classes, "
-            f"freeze {cfg.freeze}, head {cfg.head}, {trainer.device.type}, run {shown(trainer.run_dir)}", highlight=False)
+            f"freeze {cfg.freeze}, head {cfg.head}, {trainer.device.type}, run {trainer.run_dir}"), highlight=False)
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
