@@ -355,7 +355,7 @@ def plugins_uninstall(names, yes):
             raise UsageError(f"'{name}' is not a zoo plugin (no entry point in the 'zoo' group): use pip to remove it")
     if not yes:
         click.confirm(f"Uninstall {', '.join(names)}?", abort=True)
-    _pip(["uninstall", "-y", *names])
+    _pip(["uninstall", "-y", "--", *names])
 
 
 # -- finetune / predict / evaluate ----------------------------------------------------------------
