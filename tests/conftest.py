@@ -72,6 +72,34 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20,
     return root
 
 
+def make_evil_package(root: Path, marker: Path, name: str = "zoo-cosine") -> Path:
+    """A real source package whose in-tree build backend creates ``marker`` as soon as pip asks it anything:
+    if the file appears, something built the package (and could have run any code)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+        f'[project]\nname = "{name}"\nversion = "0.1.0"\n', encoding="utf-8")
+    (root / "evil_backend.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n\n"
+        "def get_requires_for_build_wheel(config_settings=None):\n    return []\n\n"
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    raise RuntimeError('evil_backend builds nothing')\n", encoding="utf-8")
+    return root
+
+
+def write_plugin_record(model: Path, record: dict) -> Path:
+    """Give a model folder's config.json one more plugin record (what --from-model reads); a bare folder gets a config.json."""
+    import json
+
+    path = model / "config.json"
+    model.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    cfg.setdefault("zoo", {}).setdefault("plugins", []).append(
+        {"entry_point": "cosine", "builtin": False, "provides": ["cosine"], "needed_to_load": True, **record})
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
 FAST = dict(backbone="test_resnet", pretrained=False, img_size=32, batch_size=16, epochs=2, seed=0, aug="none")
 
 

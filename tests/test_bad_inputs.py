@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
+from conftest import make_evil_package, make_image_folder, write_plugin_record
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 TINY = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--aug", "none", "--quiet"]
@@ -306,6 +306,31 @@ def case_plugin_head_returns_garbage(tmp, good_run):
 
     get_plugins().add(Garbage(), "zoo-garbage")
     return Call(["finetune", "test_resnet", "--data", "synthetic:4", "--head", "garbage", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+def plugin_record(tmp, good_run, **record):
+    """``zoo plugins install --from-model RUN -y`` for a run whose config.json records ``record``. pip, if it ran,
+    would install into target/ and log to pip.log: new files the check refuses, never this environment."""
+    run = copy_run(good_run, tmp)
+    write_plugin_record(run, record)
+    return Call(["plugins", "install", "--from-model", run, "-y"], subprocess=True,
+                env={"PIP_TARGET": str(tmp / "target"), "PIP_LOG": str(tmp / "pip.log"), "PIP_NO_INDEX": "1"})
+
+
+@case
+def case_plugin_record_with_a_url(tmp, good_run):
+    package = make_evil_package(tmp / "evilpkg", tmp / "PWNED")  # building it would create PWNED
+    return plugin_record(tmp, good_run, name=f"zoo-cosine @ {package.as_uri()}", version="0.1.0")
+
+
+@case
+def case_plugin_record_shaped_like_a_pip_option(tmp, good_run):
+    return plugin_record(tmp, good_run, name="-ihttp://127.0.0.1:9/simple", version="0.1.0")
+
+
+@case
+def case_plugin_record_with_a_bad_version(tmp, good_run):
+    return plugin_record(tmp, good_run, name="zoo-cosine", version='1.0; os_name=="posix"')
 
 
 # -- options -----------------------------------------------------------------------------------

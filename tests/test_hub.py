@@ -310,6 +310,25 @@ result = None
     assert "uses the head 'fancy-head'" in lines[0] and "zoo plugins install zoo-fancy" in lines[0]
 
 
+def test_install_from_a_hub_model_refuses_a_record_that_is_not_name_eq_version(server, homes, tmp_path):
+    """Only config.json is fetched for --from-model hf-hub:..., so a Hub repo alone can carry such a record."""
+    record = {"name": "zoo-cosine @ https://127.0.0.1:9/evil.tar.gz", "version": "0.1.0", "provides": ["cosine"]}
+    client(server, homes(), f"""
+import json
+from huggingface_hub import HfApi
+HfApi().create_repo("user/evil-record", exist_ok=True)
+config = {{"architecture": "test_resnet", "zoo": {{"plugins": [{record!r}]}}}}
+HfApi().upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json", repo_id="user/evil-record")
+result = None
+""")
+    proc = zoo_cli(server, homes(), "plugins", "install", "--from-model", "hf-hub:user/evil-record", "-y",
+                   PIP_LOG=str(tmp_path / "pip.log"), PIP_TARGET=str(tmp_path / "target"), PIP_NO_INDEX="1")
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("Error: hf-hub:user/evil-record records a plugin zoo will not install: "
+                                  "name 'zoo-cosine @ https://127.0.0.1:9/evil.tar.gz'"), proc.stderr
+    assert not (tmp_path / "pip.log").exists()  # pip never ran
+
+
 @pytest.mark.slow
 def test_finetune_from_a_pushed_model_and_push_at_each_best(server, run_dir, pushed, tmp_path, homes):
     from safetensors.torch import load_file

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_evil_package, write_plugin_record
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,6 +260,21 @@ def test_install_from_model_installs_what_the_run_needs(example: Venv):
     assert accepted.returncode == 0 and "Successfully installed zoo-example-0.1.0" in accepted.stdout, describe(accepted)
     predicted = example.zoo("predict", str(out), str(REPO / "docs" / "transfer-digits.png"), "--json")
     assert predicted.returncode == 0, describe(predicted)
+
+
+def test_install_from_model_never_builds_a_package_a_record_points_at(venv: Venv):
+    """A config.json recording ``zoo-cosine @ file:///PKG``: PKG's build backend would run code, zoo hands pip nothing."""
+    marker = venv.work / "PWNED"
+    pkg = make_evil_package(venv.work / "evilpkg", marker)
+    built = venv.run("-m", "pip", "wheel", "--no-deps", "--no-index", "-w", str(venv.work / "evil-wheels"), str(pkg))
+    assert marker.exists(), describe(built)  # building it does run its code
+    marker.unlink()
+    model = venv.work / "evil-model"
+    write_plugin_record(model, {"name": f"zoo-cosine @ {pkg.as_uri()}", "version": "0.1.0"})
+    proc = venv.zoo("plugins", "install", "--from-model", str(model), "-y")
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, describe(proc)
+    assert proc.stderr.startswith(f"Error: {model} records a plugin zoo will not install: name 'zoo-cosine @ {pkg.as_uri()}'")
+    assert not marker.exists() and not venv.is_installed("zoo-cosine")
 
 
 def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: Venv):

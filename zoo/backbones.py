@@ -172,9 +172,11 @@ def load_folder(folder: Path) -> Loaded:
     head = zoo_meta.get("head") or {"name": "linear", "options": {}}
     num_classes = int(cfg.get("num_classes") or cfg["pretrained_cfg"].get("num_classes") or 0)
     if head["name"] not in get_plugins().collect("heads"):
-        plugin = next((p for p in zoo_meta.get("plugins", []) if head["name"] in p.get("provides", [])), None)
-        hint = f"zoo plugins install {plugin['name']}" if plugin else "zoo plugins install <the plugin that provides it>"
-        raise ZooError(f"{folder} uses the head '{head['name']}', which no installed plugin provides: run '{hint}'")
+        from zoo.plugin_packages import install_hint, provides
+
+        records = zoo_meta.get("plugins") if isinstance(zoo_meta.get("plugins"), list) else []
+        plugin = next((p for p in records if isinstance(p, dict) and head["name"] in provides(p)), None)
+        raise ZooError(f"{folder} uses the head {head['name']!r}, which no installed plugin provides: run: {install_hint(plugin)}")
     try:
         model_args = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}
         model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=num_classes, **model_args)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from zoo import __version__
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, command, shown
 
 KIND_ALIASES = {"backbones": "backbones", "heads": "heads", "freeze": "freeze", "datasets": "datasets"}
 
@@ -45,7 +45,7 @@ class ZooGroup(click.Group):
         except ZooError as exc:
             if os.environ.get("ZOO_DEBUG"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {shown(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a file zoo did not expect to fail: one line, not a traceback
             if os.environ.get("ZOO_DEBUG"):
@@ -53,14 +53,15 @@ class ZooGroup(click.Group):
             from zoo.redact import redact
 
             where = f": {exc.filename}" if exc.filename else ""
-            click.echo(redact(f"Error: {exc.strerror or exc}{where}"), err=True)
+            click.echo(shown(redact(f"Error: {exc.strerror or exc}{where}")), err=True)
             ctx.exit(1)
 
 
 def _console():
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    # No markup or emoji codes: a class or file name such as "[link=...]x" prints as written.
+    return Console(soft_wrap=False, markup=False, emoji=False)
 
 
 def _json(obj) -> None:
@@ -142,21 +143,22 @@ def list_cmd(kind, pattern, all_, as_json):
             for col in ("name", "source", "params (M)", "input", "license", "pretrained on", "provider"):
                 table.add_column(col, overflow="fold")
             for r in rows:
-                table.add_row(r["name"], r["source"], _s(r.get("params_m")), _s(r.get("input_size")), _s(r.get("license")),
-                              _s(r.get("pretrain")), r.get("provider", ""))
+                _row(table, r["name"], r["source"], r.get("params_m"), r.get("input_size"), r.get("license"), r.get("pretrain"),
+                     r.get("provider"))
         else:
             table = Table(title=titles[k], title_justify="left")
             for col in ("name", "description", "provider"):
                 table.add_column(col, overflow="fold")
             for r in rows:
-                table.add_row(r["name"], r["description"], r["provider"])
+                _row(table, r["name"], r["description"], r["provider"])
         console.print(table)
     if not any(out.values()):
-        click.echo(f"nothing matches '{pattern}'" if pattern else "nothing registered", err=True)
+        click.echo(f"nothing matches {shown(repr(pattern))}" if pattern else "nothing registered", err=True)
 
 
-def _s(value) -> str:
-    return "" if value is None else str(value)
+def _row(table, *cells) -> None:
+    """Add a row to a rich table; every cell is printable text (see zoo.errors.shown), None is empty."""
+    table.add_row(*("" if c is None else shown(c) for c in cells))
 
 
 @cli.command()
@@ -181,12 +183,12 @@ def info(name, as_json):
         return
     from rich.table import Table
 
-    table = Table(show_header=False, title=data["name"], title_justify="left")
+    table = Table(show_header=False, title=shown(data["name"]), title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in data.items():
         if value not in (None, "", []):
-            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            _row(table, key, ", ".join(map(str, value)) if isinstance(value, list) else value)
     _console().print(table)
 
 
@@ -227,8 +229,8 @@ def plugins_list(all_, as_json):
     for col in ("name", "version", "hooks", "registered", "errors"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["version"] or ("built-in" if r["builtin"] else ""), ", ".join(r["hooks"]),
-                      ", ".join(r["registered"]), "; ".join(r["errors"]))
+        _row(table, r["name"], r["version"] or ("built-in" if r["builtin"] else ""), ", ".join(r["hooks"]),
+             ", ".join(r["registered"]), "; ".join(r["errors"]))
     _console().print(table)
 
 
@@ -240,7 +242,7 @@ def _pip(args: list[str]) -> None:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         reason = next((ln for ln in lines if ln.startswith("ERROR:")), lines[-1] if lines else "pip failed")
         raise ZooError(f"pip {args[0]} failed: {reason.removeprefix('ERROR: ')}")
-    click.echo(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "done")
+    click.echo(shown(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else "done")
 
 
 @plugins.command("install")
@@ -273,36 +275,46 @@ def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index
             return
     if not specs and not editable:
         raise UsageError("name at least one plugin: zoo plugins install NAME|PATH (or --from-model MODEL)")
-    args = ["install", "--disable-pip-version-check", *extra, *specs, *(a for e in editable for a in ("-e", e))]
-    _pip(args + (["--upgrade"] if upgrade else []))
+    # "--" ends pip's options: a requirement can never be read as one (-i URL, -r FILE, -e PATH).
+    _pip(["install", "--disable-pip-version-check", *extra, *(a for e in editable for a in ("-e", e)),
+          *(["--upgrade"] if upgrade else []), "--", *specs])
 
 
 def _plugins_for_model(model: str, yes: bool) -> list[str]:
-    """The requirements of the plugins ``model`` needs and this environment lacks, once the user agrees."""
+    """The ``name==version`` requirements of the plugins ``model`` needs and this environment lacks, once the user agrees.
+
+    Every record a model needs is checked (``plugin_packages.pinned``) before anything is asked or installed.
+    """
+    from packaging.requirements import Requirement
+
     from zoo import plugin_packages as pp
 
     def label(p: dict) -> str:
-        return f"{p['name']} {p['version']}" if p.get("version") else p["name"]
+        return shown(f"{p['name']} {p['version']}" if p.get("version") else p["name"])
+
+    def provides(p: dict) -> str:
+        return shown(", ".join(map(str, pp.provides(p))) or "?")
 
     records = pp.recorded(model)
     for p in records:
         if not pp.needed(p):
-            click.echo(f"{label(p)} trained it ({', '.join(p.get('provides', []))}) but is not needed to load it: skipped")
-    wanted = [p for p in records if pp.needed(p)]
-    missing = [p for p in wanted if pp.installed(p) != p.get("version")]
-    for p in wanted:
-        if p not in missing:
-            click.echo(f"{label(p)} is installed ({', '.join(p.get('provides', []))})")
-    if not missing:
-        click.echo(f"{model} needs no plugin that is missing here" if wanted else f"{model} needs no plugin to load")
-        return []
-    for p in missing:
+            click.echo(f"{label(p)} trained it ({provides(p)}) but is not needed to load it: skipped")
+    wanted = [(p, pp.pinned(p, where=shown(model))) for p in records if pp.needed(p)]
+    missing = []
+    for p, req in wanted:
         have = pp.installed(p)
-        click.echo(f"will install {pp.requirement(p)} (entry point '{p.get('entry_point', '?')}', provides "
-                   f"{', '.join(p.get('provides', [])) or '?'}){f'; {have} is installed now' if have else ''}")
+        if have is not None and Requirement(req).specifier.contains(have, prereleases=True):
+            click.echo(f"{label(p)} is installed ({provides(p)})")
+        else:
+            missing.append(req)
+            click.echo(f"will install {req} (entry point {shown(repr(p.get('entry_point', '?')))}, provides {provides(p)})"
+                       f"{f'; {have} is installed now' if have else ''}")
+    if not missing:
+        click.echo(f"{shown(model)} needs no plugin that is missing here" if wanted else f"{shown(model)} needs no plugin to load")
+        return []
     if not yes:
         click.confirm("Install?", abort=True)
-    return [pp.requirement(p) for p in missing]
+    return missing
 
 
 @plugins.command("new")
@@ -320,7 +332,8 @@ def plugins_new(name, parent):
     from zoo.plugin_packages import new_plugin
 
     folder = new_plugin(name, parent)
-    click.echo(f"created {folder}: install it with 'zoo plugins install {folder}', then run 'python -m pytest {folder}/tests'")
+    click.echo(f"created {shown(folder)}: install it with: {command('zoo', 'plugins', 'install', folder)}; then run: "
+               f"{command('python', '-m', 'pytest', folder / 'tests')}")
 
 
 @plugins.command("uninstall")
@@ -344,7 +357,7 @@ def plugins_uninstall(names, yes):
             raise UsageError(f"'{name}' is not a zoo plugin (no entry point in the 'zoo' group): use pip to remove it")
     if not yes:
         click.confirm(f"Uninstall {', '.join(names)}?", abort=True)
-    _pip(["uninstall", "-y", *names])
+    _pip(["uninstall", "-y", "--", *names])
 
 
 # -- finetune / predict / evaluate ----------------------------------------------------------------
@@ -484,17 +497,17 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
     elif not quiet:
         from rich.table import Table
 
-        table = Table(title=f"done: {result.run_dir}", title_justify="left", show_header=False)
+        table = Table(title=shown(f"done: {result.run_dir}"), title_justify="left", show_header=False)
         for key in ("top1", "top5", "loss", "epoch", "eval_split", "train_loss", "train_top1"):
             if key in summary:
                 v = summary[key]
-                table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+                _row(table, key, f"{v:.4f}" if isinstance(v, float) else v)
         _console().print(table)
         if pushed is not None:
             _print_push(pushed)
-            click.echo(f"predict with: zoo predict hf-hub:{pushed['repo_id']} IMAGE")
+            click.echo(f"predict with: {command('zoo', 'predict', 'hf-hub:' + pushed['repo_id'], 'IMAGE')}")
         else:
-            click.echo(f"predict with: zoo predict {result.run_dir} IMAGE")
+            click.echo(f"predict with: {command('zoo', 'predict', result.run_dir, 'IMAGE')}")
 
 
 def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: bool, **launch) -> None:
@@ -535,7 +548,7 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
     code = distributed.launch(args, run_id=distributed.run_id_for(run_dir), **launch)
     if code:
         raise ZooError(f"the distributed run stopped (torchrun exit code {code}); continue it with: "
-                       f"zoo finetune --resume {run_dir} --nproc-per-node {launch['nproc_per_node']}")
+                       f"{command('zoo', 'finetune', '--resume', run_dir, '--nproc-per-node', launch['nproc_per_node'])}")
 
 
 # -- push -----------------------------------------------------------------------------------
@@ -575,13 +588,13 @@ def push(run_dir, repo_id, private, revision, commit_message, with_checkpoints, 
 
 def _print_push(result: dict) -> None:
     for note in result.get("notes", []):
-        click.echo(f"zoo: {note}", err=True)
+        click.echo(f"zoo: {shown(note)}", err=True)
     if result.get("dry_run"):
-        click.echo(f"{len(result['files'])} files in {result['dry_run']}: {', '.join(result['files'])}")
+        click.echo(shown(f"{len(result['files'])} files in {result['dry_run']}: {', '.join(result['files'])}"))
     elif result.get("commit"):
-        click.echo(f"pushed to {result['repo_url']} (commit {result['commit'][:10]} on {result['revision']})")
+        click.echo(shown(f"pushed to {result['repo_url']} (commit {result['commit'][:10]} on {result['revision']})"))
     else:
-        click.echo(f"{result['repo_url']} is up to date (commit {str(result.get('head'))[:10]} on {result['revision']})")
+        click.echo(shown(f"{result['repo_url']} is up to date (commit {str(result.get('head'))[:10]} on {result['revision']})"))
 
 
 def _print_plan(p: dict, as_json: bool) -> None:
@@ -590,12 +603,12 @@ def _print_plan(p: dict, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs", title_justify="left")
+    table = Table(title=shown(f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs"), title_justify="left")
     for col in ("group", "params", "from epoch", "trainable", "lr scale", "norm layers"):
         table.add_column(col)
     for g in p["groups"]:
         for i, s in enumerate(g["schedule"]):
-            table.add_row(g["group"] if i == 0 else "", f"{g['params']:,}" if i == 0 else "", str(s["from_epoch"]),
+            _row(table, g["group"] if i == 0 else "", f"{g['params']:,}" if i == 0 else "", s["from_epoch"],
                           _trainable_cell(g, s), f"{s['lr_scale']:.3g}", f"{g['norm_layers']} {s['norm']}" if g["norm_layers"] else "-")
     _console().print(table)
 
@@ -629,8 +642,8 @@ def predict(model, images, top_k, as_json):
         _json(results)
         return
     for r in results:
-        preds = "  ".join(f"{p['label']} {p['score']:.3f}" for p in r["predictions"])
-        click.echo(f"{r['image']}: {preds}")
+        preds = "  ".join(f"{shown(p['label'])} {p['score']:.3f}" for p in r["predictions"])
+        click.echo(f"{shown(r['image'])}: {preds}")
 
 
 @cli.command()
@@ -654,14 +667,14 @@ def evaluate(model, data, as_json):
     from rich.table import Table
 
     console = _console()
-    console.print(f"{result['images']} images ({result['split']} split): top-1 {result['top1']:.4f}", highlight=False)
+    console.print(shown(f"{result['images']} images ({result['split']} split): top-1 {result['top1']:.4f}"), highlight=False)
     table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
     table.add_column("class")
     table.add_column("acc")
     for c in result["classes"]:
-        table.add_column(c[:8], justify="right")
+        table.add_column(shown(c[:8]), justify="right")
     for c, row in zip(result["classes"], result["confusion"]):
-        table.add_row(c, f"{result['per_class'][c]:.3f}", *map(str, row))
+        _row(table, c, f"{result['per_class'][c]:.3f}", *row)
     console.print(table)
 
 
@@ -688,7 +701,7 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
 
     def progress(c):
         if not as_json:
-            click.echo(f"{c.name}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)", err=True)
+            click.echo(f"{shown(c.name)}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)", err=True)
 
     ranked = _compare(list(backbones), data_spec=data, shots=shots, img_size=img_size, val_split=val_split, seed=seed,
                       progress=progress)
@@ -697,11 +710,11 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
         return
     from rich.table import Table
 
-    table = Table(title=f"linear probe on {data}" + (f", {shots} shots per class" if shots else ""), title_justify="left")
+    table = Table(title=shown(f"linear probe on {data}" + (f", {shots} shots per class" if shots else "")), title_justify="left")
     for col in ("rank", "backbone", "top-1", "seconds", "params (M)", "features"):
         table.add_column(col)
     for i, c in enumerate(ranked, 1):
-        table.add_row(str(i), c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", str(c.params_m), str(c.feature_dim))
+        _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
     _console().print(table)
 
 
@@ -731,7 +744,7 @@ def doctor(offline, as_json):
     def section(title, rows):
         table = Table(title=title, title_justify="left", show_header=False)
         for key, value in rows:
-            table.add_row(key, "" if value is None else str(value))
+            _row(table, key, value)
         _console().print(table)
 
     section("versions", r["versions"].items())

@@ -48,6 +48,7 @@ def backbone_info(name: str) -> dict:
         "params_m": round(params / 1e6, 2),
         "num_features": int(model.num_features),
         "num_classes": pcfg.get("num_classes"),
+        "label_names": list(pcfg.get("label_names") or ()),
         "input_size": list(pcfg.get("input_size") or ()),
         "mean": list(pcfg.get("mean") or ()),
         "std": list(pcfg.get("std") or ()),

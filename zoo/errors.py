@@ -34,3 +34,19 @@ def closest(name: str, candidates, n: int = 3) -> str:
 
     matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+def shown(text) -> str:
+    """``text`` made safe to print on a terminal: every unprintable character (C0 and C1 controls such as
+    ESC, CR and BEL, bidi overrides and other format characters, line separators) is written as its
+    Python escape (``\\x1b``, ``\\u202e``). Names read from files go through it, so they cannot move the
+    cursor, retitle the window or reorder what the terminal shows."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def command(*words) -> str:
+    """A command line to paste into a shell, every word quoted (a folder named ``$(...)`` stays a name)."""
+    import shlex
+
+    return shown(shlex.join(str(w) for w in words))

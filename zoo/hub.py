@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, command
 from zoo.redact import redact
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -237,7 +237,7 @@ def _check_run(run_dir: Path, with_checkpoints: bool) -> None:
         raise UsageError(f"{run_dir} is not a directory: give a zoo run directory")
     for name in NEEDED:
         if not os.path.lexists(run_dir / name):
-            hint = (f"is the run finished? resume it with: zoo finetune --resume {run_dir}" if (run_dir / "run_config.yaml").is_file()
+            hint = (f"is the run finished? resume it with: {command('zoo', 'finetune', '--resume', run_dir)}" if (run_dir / "run_config.yaml").is_file()
                     else "give a zoo run directory")
             raise UsageError(f"{run_dir} has no {name}: {hint}")
         _need(run_dir, name)

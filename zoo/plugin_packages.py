@@ -7,7 +7,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from zoo.errors import UsageError
+from zoo.errors import UsageError, ZooError, shown
 
 
 def model_config(model: str) -> dict:
@@ -28,9 +28,17 @@ def model_config(model: str) -> dict:
 
 
 def recorded(model: str) -> list[dict]:
-    """The third-party plugins a model records (name, version, entry point, what it provides)."""
-    plugins = (model_config(model).get("zoo") or {}).get("plugins") or []
-    return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")]
+    """The third-party plugins a model records (name, version, entry point, what it provides); parts that are
+    not shaped like records are left out (what goes to pip is checked by ``pinned``)."""
+    section = model_config(model).get("zoo")
+    plugins = section.get("plugins") if isinstance(section, dict) else None
+    return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")] if isinstance(plugins, list) else []
+
+
+def provides(plugin: dict) -> list:
+    """What a record says its plugin provides (heads, freeze policies, datasets)."""
+    names = plugin.get("provides")
+    return names if isinstance(names, list) else []
 
 
 def needed(plugin: dict) -> bool:
@@ -38,8 +46,29 @@ def needed(plugin: dict) -> bool:
     return plugin.get("needed_to_load", True)
 
 
+def pinned(plugin: dict, where: str = "the model") -> str:
+    """``name==version`` for a plugin record: the only form zoo hands pip or prints in an install hint.
+
+    Records come from a model's config.json, which anyone can write. A name that is not a bare
+    distribution name (a URL, ``name @ file:...``, extras, markers, spaces, a leading ``-`` that pip
+    would read as an option) or a version that is not a PEP 440 version is refused.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    name, version = plugin.get("name"), plugin.get("version")
+    try:
+        req = Requirement(name) if isinstance(name, str) else None
+        if req and req.name == name and not (req.url or req.extras or req.specifier or req.marker) and isinstance(version, str):
+            return f"{name}=={Version(version)}"
+    except (InvalidRequirement, InvalidVersion):
+        pass
+    raise ZooError(f"{where} records a plugin zoo will not install: name {shown(repr(name))}, version {shown(repr(version))} "
+                   f"is not a plain distribution name and PEP 440 version (install the plugin yourself if you trust it)")
+
+
 def installed(plugin: dict) -> str | None:
-    """The installed version of a recorded plugin, or None when it is not installed as a zoo plugin."""
+    """The installed version of a recorded plugin (a valid record: see ``pinned``), or None when it is not installed as a zoo plugin."""
     try:
         dist = metadata.distribution(plugin["name"])
     except metadata.PackageNotFoundError:
@@ -47,9 +76,16 @@ def installed(plugin: dict) -> str | None:
     return dist.version if any(ep.group == "zoo" for ep in dist.entry_points) else None
 
 
-def requirement(plugin: dict) -> str:
-    """A pip requirement for the recorded version (any version when none was recorded)."""
-    return f"{plugin['name']}=={plugin['version']}" if plugin.get("version") else plugin["name"]
+def install_hint(plugin: dict | None) -> str:
+    """What to run to get a missing plugin a model records (a quoted, checked ``name==version``)."""
+    from zoo.errors import command
+
+    if plugin is not None:
+        try:
+            return command("zoo", "plugins", "install", pinned(plugin))
+        except ZooError:
+            pass
+    return "zoo plugins install <the plugin that provides it>"
 
 
 # -- zoo plugins new ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pluggy
 
 from zoo import hookspecs
+from zoo.errors import shown
 
 DEFAULT_PLUGINS = (
     "zoo.builtins.backbones",
@@ -63,11 +64,11 @@ class PluginInfo:
 
 
 def warn(message: str) -> None:
-    """One line on stderr, tokens redacted; never a traceback (unless ZOO_DEBUG is set)."""
+    """One line on stderr, tokens redacted and unprintable characters escaped; never a traceback (unless ZOO_DEBUG is set)."""
     from zoo.redact import redact
 
     message = " ".join(redact(message).split())  # one line, whatever the exception text held
-    print(f"zoo: warning: {message}", file=sys.stderr)
+    print(f"zoo: warning: {shown(message)}", file=sys.stderr)
     if os.environ.get("ZOO_DEBUG"):
         import traceback
 

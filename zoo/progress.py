@@ -6,6 +6,7 @@ import contextlib
 import sys
 import time
 
+from zoo.errors import shown
 from zoo.trainer import Reporter
 
 
@@ -14,7 +15,7 @@ class ConsoleReporter(Reporter):
         from rich.console import Console
 
         super().__init__(quiet=quiet or json_mode)
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, markup=False, emoji=False)  # dataset and run names print as written
         self.live = self.console.is_terminal and not self.quiet
         self.progress = None
 
@@ -27,12 +28,12 @@ class ConsoleReporter(Reporter):
         def advance(n: int) -> None:
             nonlocal bar, task
             if bar is None:
-                self.console.print(header, highlight=False)
+                self.console.print(shown(header), highlight=False)
                 bar = False
                 if self.live:
                     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-                    bar = Progress(TextColumn(header.split(":")[0]), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    bar = Progress(TextColumn(shown(header.split(":")[0]).replace("{", "{{").replace("}", "}}"), markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                    console=self.console, transient=True)
                     bar.start()
                     task = bar.add_task("", total=total)
@@ -49,10 +50,10 @@ class ConsoleReporter(Reporter):
         if self.quiet:
             return
         cfg = trainer.config
-        self.console.print(
+        self.console.print(shown(
             f"fine-tuning {trainer.spec.source} on {trainer.dataset.name}: {len(trainer.train_data.labels)} train / "
             f"{len(trainer.val_data.labels) if trainer.val_data is not None else 0} eval images, {len(trainer.classes)} classes, "
-            f"freeze {cfg.freeze}, head {cfg.head}, {trainer.device.type}, run {trainer.run_dir}", highlight=False)
+            f"freeze {cfg.freeze}, head {cfg.head}, {trainer.device.type}, run {trainer.run_dir}"), highlight=False)
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, command, shown
 
 RUN_CONFIG = "run_config.yaml"
 METRICS = "metrics.jsonl"
@@ -74,7 +74,7 @@ def holds_run(run_dir: Path) -> bool:
 def refuse_existing_run(run_dir: Path) -> None:
     """A new run needs a folder that holds no run."""
     if holds_run(run_dir):
-        raise UsageError(f"{run_dir} already holds a run: use --resume {run_dir} or another --out")
+        raise UsageError(f"{run_dir} already holds a run: use {command('--resume', run_dir)} or another --out")
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -182,8 +182,10 @@ def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> l
         fig = Figure(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), dpi=100)
         ax = fig.subplots()
         ax.imshow(confusion, cmap="Blues")
-        ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=7)
-        ax.set_yticks(range(n), classes, fontsize=7)
+        # Class names are data: control characters shown as escapes, "$...$" not read as math.
+        labels = [shown(c) for c in classes]
+        ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 0, fontsize=7, parse_math=False)
+        ax.set_yticks(range(n), labels, fontsize=7, parse_math=False)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         if n <= 15:

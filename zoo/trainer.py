@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo import backbones, data, distributed, features, freeze, runs
-from zoo.errors import UsageError, ZooError
+from zoo.errors import UsageError, ZooError, command
 from zoo.plugins import build, fire
 from zoo.registry import resolve
 
@@ -285,7 +285,7 @@ class Trainer:
         except RuntimeError as exc:
             if self.dist.enabled and distributed.is_peer_failure(exc):
                 raise ZooError(f"rank {self.dist.rank}: another process of this run stopped ({str(exc).splitlines()[0][:160]}); "
-                               f"resume with: zoo finetune --resume {self.run_dir}") from None
+                               f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}") from None
             raise
         finally:
             distributed.shutdown()
@@ -313,7 +313,7 @@ class Trainer:
                 break
         self.reporter.stop()
         if self.interrupted and self.epoch < cfg.epochs and not self._early_stopped():
-            raise Interrupted(f"interrupted; resume with: zoo finetune --resume {self.run_dir}")
+            raise Interrupted(f"interrupted; resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}")
         result = self._finish()
         fire("zoo_on_train_end", trainer=self, run_dir=self.run_dir, metrics=result.metrics)
         return result
