@@ -9,6 +9,9 @@ Sources merge in this order, later ones overriding earlier ones by name:
 
 ``resolve(name)`` tries: an explicit prefix (``timm:``, ``hf-hub:``, ``local-dir:``) > a
 registry name > a path to a model folder > any timm model name > an error naming the closest matches.
+
+A plugin may also register ``package:DISTRIBUTION`` with ``folder=CALLABLE``: weights shipped inside an
+installed Python package, turned into a model folder by the callable when the backbone is built.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from zoo.errors import NotFoundError, UsageError, ZooError, closest
 
 SCHEMA_VERSION = 1
 PREFIXES = ("timm:", "hf-hub:", "local-dir:")
-METADATA_KEYS = ("description", "family", "params_m", "input_size", "license", "pretrain", "tags")
+METADATA_KEYS = ("description", "family", "params_m", "input_size", "license", "pretrain", "top1", "tags")
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,12 @@ class BackboneSpec:
     """Where a backbone comes from, plus what the registry knows about it."""
 
     name: str  # what the user asked for
-    kind: str  # "timm" | "hf-hub" | "local-dir"
-    target: str  # timm model name, Hub repo id, or absolute folder path
-    revision: str | None = None
+    kind: str  # "timm" | "hf-hub" | "local-dir" | "package"
+    target: str  # timm model name, Hub repo id, absolute folder path, or distribution name
+    revision: str | None = None  # a Hub revision; for "package", the installed version (None: not installed)
     meta: dict = field(default_factory=dict, compare=False)
     origin: str = ""  # the registry file or plugin that named it; "" for direct sources
+    folder: Callable[[], Path] | None = field(default=None, compare=False, repr=False)  # "package": makes the model folder
 
     @property
     def source(self) -> str:
@@ -45,10 +50,26 @@ class BackboneSpec:
 
     @property
     def timm_name(self) -> str:
-        """The string ``timm.create_model`` takes for this spec."""
+        """The string ``timm.create_model`` takes for this spec (a "package" spec: see backbones.model_folder)."""
         if self.kind == "timm":
             return self.target
         return self.source
+
+
+def package_spec(name: str, source: str, folder, *, meta=None, origin="") -> BackboneSpec:
+    """A plugin's ``package:DISTRIBUTION`` backbone; ``folder()`` makes its model folder when it is built."""
+    from importlib import metadata
+
+    dist = source.removeprefix("package:")
+    if not source.startswith("package:") or not re.match(r"^[A-Za-z0-9][\w.-]*$", dist):
+        raise UsageError(f"'{source}' for {name!r}: a backbone registered with folder= needs the source package:DISTRIBUTION")
+    if not callable(folder):
+        raise UsageError(f"folder= for {name!r} must be a callable that returns a model folder")
+    try:
+        version = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        version = None  # listed anyway: building it says which package to install
+    return BackboneSpec(name, "package", dist, version, dict(meta or {}), origin, folder)
 
 
 def parse_source(source: str, *, name: str | None = None, base: Path | None = None, meta=None, origin="") -> BackboneSpec:
@@ -156,8 +177,12 @@ class Registry:
 
         specs: dict[str, BackboneSpec] = {}
         for name, entry in get_plugins().collect("backbones").items():
+            meta = entry.meta | {"description": entry.description}
             try:
-                specs[name] = parse_source(entry.obj, name=name, meta=entry.meta | {"description": entry.description}, origin=entry.plugin)
+                if "folder" in meta:
+                    specs[name] = package_spec(name, entry.obj, meta.pop("folder"), meta=meta, origin=entry.plugin)
+                else:
+                    specs[name] = parse_source(entry.obj, name=name, meta=meta, origin=entry.plugin)
             except UsageError as exc:
                 from zoo.plugins import warn
 
