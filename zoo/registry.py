@@ -219,8 +219,42 @@ class Registry:
         for name, spec in self.specs.items():
             if pattern and not _match(pattern, name, spec.source):
                 continue
-            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": spec.origin})
+            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": spec.origin, "offline": offline(spec)})
         return sorted(rows, key=lambda r: natural_key(r["name"]))
+
+
+def offline(spec: BackboneSpec) -> bool:
+    """Whether the spec's pretrained weights are on this machine, so it builds without a network.
+
+    A folder with config.json and model.safetensors (``local-dir:``), an installed package
+    (``package:``), or a snapshot with weights in the Hugging Face cache (``hf-hub:``, and ``timm:``
+    names with a tag, which timm fetches from ``timm/NAME``). Only file-system checks: no torch, no timm.
+    """
+    if spec.kind == "local-dir":
+        return all((Path(spec.target) / f).is_file() for f in ("config.json", "model.safetensors"))
+    if spec.kind == "package":
+        return spec.revision is not None  # the installed version
+    if spec.kind == "timm":
+        return "." in spec.target and _in_hub_cache(f"timm/{spec.target}", None)  # untagged: which weights is timm's choice
+    return _in_hub_cache(spec.target, spec.revision)
+
+
+def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
+    folder = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    if not folder.is_dir():  # the usual answer: one stat
+        return False
+    revision = revision or "main"
+    try:
+        commit = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else (folder / "refs" / revision).read_text().strip()
+    except OSError:
+        return False
+    return any((folder / "snapshots" / commit / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants  # huggingface_hub's rules for HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _match(pattern: str, *names: str) -> bool:
@@ -281,7 +315,8 @@ def timm_pretrained_names() -> list[str]:
 def timm_rows(pattern: str | None = None) -> list[dict]:
     """Listing rows for every pretrained timm model (``zoo list --all``)."""
     names = [n for n in timm_pretrained_names() if not pattern or _match(pattern, n)]
-    return [{"name": n, "source": f"timm:{n}", "provider": "timm"} for n in sorted(names, key=natural_key)]
+    return [{"name": n, "source": f"timm:{n}", "provider": "timm", "offline": offline(BackboneSpec(n, "timm", n))}
+            for n in sorted(names, key=natural_key)]
 
 
 _registry: Registry | None = None
