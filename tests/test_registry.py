@@ -89,3 +89,93 @@ def test_list_all_includes_timm_models_and_is_cached(run, tmp_path):
     from zoo.registry import timm_pretrained_names
 
     assert timm_pretrained_names()  # now read back from the per-version cache file
+
+
+def model_folder(path, classes=("a", "b", "c")):
+    """A real timm model folder: test_resnet's config.json and model.safetensors."""
+    import timm
+    from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf
+
+    model = timm.create_model("test_resnet", num_classes=len(classes))
+    path.mkdir(parents=True)
+    save_file(model.state_dict(), path / "model.safetensors")
+    save_config_for_hf(model, str(path / "config.json"), model_config={"label_names": list(classes)})
+    return model
+
+
+def test_a_package_backbone_is_made_only_when_built(run, tmp_path):
+    """A plugin's ``package:DIST`` backbone: listed from the package's metadata, its folder made on first build."""
+    from importlib import metadata
+
+    import torch
+
+    import zoo
+    from zoo import backbones
+    from zoo.hookspecs import hookimpl
+    from zoo.plugins import get_plugins
+
+    saved, calls = model_folder(tmp_path / "made"), []
+
+    def make():
+        calls.append("made")
+        return tmp_path / "made"
+
+    def broken():
+        raise RuntimeError("boom")
+
+    class Packages:
+        @hookimpl
+        def zoo_register_backbones(self, register):
+            register("pkg-net", "package:pyyaml", folder=make, description="test_resnet from a package", license="mit")
+            register("gone-net", "package:no-such-distribution-for-zoo", folder=make)
+            register("broken-net", "package:pyyaml", folder=broken)
+            register("not-a-package-net", "timm:test_resnet", folder=make)
+            register("uncallable-net", "package:pyyaml", folder="/some/folder")
+
+    get_plugins().add(Packages(), "pkgs")
+    listed = run("list", "backbones", "*-net", "--json")
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {"pkg-net", "gone-net", "broken-net"}
+    assert (rows["pkg-net"]["source"], rows["pkg-net"]["offline"]) == (f"package:pyyaml@{metadata.version('pyyaml')}", True)
+    assert (rows["gone-net"]["source"], rows["gone-net"]["offline"]) == ("package:no-such-distribution-for-zoo", False)
+    err = listed.stderr
+    assert "'not-a-package-net': a backbone registered with folder= needs the source package:DISTRIBUTION (skipped)" in err
+    assert "folder= for 'uncallable-net' must be a callable that returns a model folder (skipped)" in err
+    assert calls == []  # listing and resolving build nothing
+    spec = resolve("pkg-net")
+    assert (spec.kind, spec.target, spec.revision, calls) == ("package", "pyyaml", metadata.version("pyyaml"), [])
+
+    model = backbones.create(spec, num_classes=3, classes=["a", "b", "c"])
+    assert calls == ["made"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    assert zoo.load("pkg-net")[2] == ["a", "b", "c"]  # a registered model folder loads with its own classes
+    with pytest.raises(ZooError, match=r"^backbone 'broken-net' \(plugin 'pkgs'\) could not provide its weights: RuntimeError: boom$"):
+        backbones.create(resolve("broken-net"), num_classes=3)
+
+
+def test_list_marks_what_runs_offline(run, tmp_path, monkeypatch):
+    model_folder(tmp_path / "full")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")  # no weights
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"backbones": {
+        "full-dir": {"source": f"local-dir:{tmp_path / 'full'}"},
+        "half-dir": {"source": f"local-dir:{tmp_path / 'half'}"},
+        "gone-dir": {"source": f"local-dir:{tmp_path / 'gone'}"},
+        "hub-model": {"source": "hf-hub:nobody-zoo-test/nothing"},
+        "timm-untagged": {"source": "timm:test_resnet"},  # which weights is timm's choice: never claimed
+    }}))
+    monkeypatch.setenv("ZOO_REGISTRY", str(extra))
+    rows = {r["name"]: r["offline"] for r in json.loads(run("list", "backbones", "--json").stdout)}
+    assert rows["zoo-fmnist-resnet"] is True  # shipped with zoo
+    assert {k: rows[k] for k in ("full-dir", "half-dir", "gone-dir", "hub-model", "timm-untagged")} == {
+        "full-dir": True, "half-dir": False, "gone-dir": False, "hub-model": False, "timm-untagged": False}
+
+    only = [r["name"] for r in json.loads(run("list", "backbones", "--offline", "--json").stdout)]
+    assert {"full-dir", "zoo-fmnist-resnet"} <= set(only) and all(rows[n] for n in only)
+    assert [r["name"] for r in json.loads(run("list", "--offline", "--json").stdout)["backbones"]] == only
+    text = run("list", "backbones", "dir", "--offline").stdout
+    assert "offline yes: the weights are on this machine" in " ".join(text.split())
+    refused = run("list", "heads", "--offline")
+    assert refused.exit_code == 2 and "use 'zoo list backbones --offline'" in refused.stderr

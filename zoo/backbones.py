@@ -67,7 +67,8 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
 
     lookup("heads", head)  # an unknown head fails before anything is built
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
-    folder = _zoo_folder(spec) if pretrained else None
+    provided = model_folder(spec) if spec.kind == "package" else None  # it names the architecture, too
+    folder = (provided or _zoo_folder(spec)) if pretrained else None
     if folder is not None and _zoo_head(folder) not in (None, "linear"):
         if spec.kind == "hf-hub":
             from zoo import hub
@@ -76,12 +77,27 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
         model = timm_model(load_folder(folder).model)  # a zoo run with a plugin head: keep its backbone
     else:
         try:
-            model = timm.create_model(spec.timm_name, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
+            name = f"local-dir:{provided}" if provided else spec.timm_name
+            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
             raise _build_error(spec, pretrained, exc) from None
         if folder is not None and classes is not None and _label_names(folder) != list(classes):
             model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
     return build("heads", head, model, num_classes, **(head_opts or {}))
+
+
+def model_folder(spec: BackboneSpec) -> Path:
+    """The model folder (config.json + model.safetensors) that a plugin makes for a ``package:`` backbone."""
+    try:
+        folder = Path(spec.folder())
+    except ZooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported in one line
+        raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') could not provide its weights: "
+                       f"{type(exc).__name__}: {exc}") from None
+    if not (folder / "config.json").is_file():
+        raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') gave {folder}, which is not a model folder (no config.json)")
+    return folder
 
 
 def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooError:
@@ -201,7 +217,8 @@ def load_folder(folder: Path) -> Loaded:
 
 
 def load(ref: str | Path) -> Loaded:
-    """A saved model: a run directory, ``local-dir:PATH`` or ``hf-hub:ORG/NAME[@REV]``."""
+    """A saved model: a run directory, ``local-dir:PATH``, ``hf-hub:ORG/NAME[@REV]``, or a registered
+    backbone that is a model folder (``local-dir:``, ``hf-hub:`` or ``package:`` source), with its own classes."""
     ref = str(ref)
     if ref.startswith("hf-hub:"):
         from zoo import hub
@@ -209,5 +226,11 @@ def load(ref: str | Path) -> Loaded:
         return load_folder(hub.download_model(ref.removeprefix("hf-hub:")))
     folder = Path(ref.removeprefix("local-dir:")).expanduser()
     if not folder.is_dir():
-        raise UsageError(f"model '{ref}' not found: give a run directory, local-dir:PATH or hf-hub:ORG/NAME")
+        from zoo.registry import get_registry
+
+        spec = get_registry().specs.get(ref) if not ref.startswith("local-dir:") else None
+        if spec is not None and spec.kind != "timm":
+            return load(spec.source if spec.kind != "package" else model_folder(spec))
+        raise UsageError(f"model '{ref}' not found: give a run directory, local-dir:PATH, hf-hub:ORG/NAME "
+                         f"or a registered model folder (see 'zoo list')")
     return load_folder(folder)

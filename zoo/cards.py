@@ -33,12 +33,12 @@ def versions() -> dict:
 
 
 def plugins_used(trainer) -> list[dict]:
-    """The plugins whose head, freeze policy or dataset this run used (name, version, what)."""
+    """The plugins whose backbone, head, freeze policy or dataset this run used (name, version, what)."""
     from zoo.plugins import get_plugins
 
     plugins = get_plugins()
     used: dict[str, dict] = {}
-    for kind, name in (("heads", trainer.config.head), ("freeze", trainer.config.freeze), ("datasets", trainer.dataset.meta.get("dataset_name"))):
+    for kind, name in (("backbones", trainer.config.backbone), ("heads", trainer.config.head), ("freeze", trainer.config.freeze), ("datasets", trainer.dataset.meta.get("dataset_name"))):
         entry = plugins.collect(kind).get(name) if name else None
         if entry is None:
             continue

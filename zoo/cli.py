@@ -106,14 +106,17 @@ def cli():
 @click.argument("kind", required=False, type=click.Choice(list(KIND_ALIASES)))
 @click.argument("pattern", required=False)
 @click.option("--all", "all_", is_flag=True, help="Also list every pretrained timm model (imports timm once, then cached).")
+@click.option("--offline", "offline_only", is_flag=True,
+              help="Only backbones whose weights are on this machine (they run without a network).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_cmd(kind, pattern, all_, as_json):
+def list_cmd(kind, pattern, all_, offline_only, as_json):
     """List backbones, heads, freeze policies and datasets (PATTERN is a wildcard).
 
     \b
     Examples:
       zoo list
       zoo list backbones 'convnext*'
+      zoo list backbones --offline
       zoo list heads
       zoo list backbones 'resnet50*' --all --json
     """
@@ -121,10 +124,14 @@ def list_cmd(kind, pattern, all_, as_json):
     from zoo.plugins import get_plugins
 
     kinds = [kind] if kind else list(KIND_ALIASES)
+    if offline_only:
+        if kind not in (None, "backbones"):
+            raise UsageError("--offline lists backbones: use 'zoo list backbones --offline'")
+        kinds = ["backbones"]
     out = {}
     for k in kinds:
         if k == "backbones":
-            out[k] = zoo.list_backbones(pattern, all=all_)
+            out[k] = [r for r in zoo.list_backbones(pattern, all=all_) if r["offline"] or not offline_only]
         else:
             from zoo.registry import _match
 
@@ -140,11 +147,12 @@ def list_cmd(kind, pattern, all_, as_json):
     for k, rows in out.items():
         if k == "backbones":
             table = Table(title=titles[k], title_justify="left")
-            for col in ("name", "source", "params (M)", "input", "license", "pretrained on", "provider"):
+            for col in ("name", "source", "params (M)", "input", "license", "pretrained on", "offline", "provider"):
                 table.add_column(col, overflow="fold")
             for r in rows:
                 _row(table, r["name"], r["source"], r.get("params_m"), r.get("input_size"), r.get("license"), r.get("pretrain"),
-                     r.get("provider"))
+                     "yes" if r.get("offline") else "", r.get("provider"))
+            table.caption, table.caption_justify = OFFLINE_LEGEND, "left"
         else:
             table = Table(title=titles[k], title_justify="left")
             for col in ("name", "description", "provider"):
@@ -154,6 +162,10 @@ def list_cmd(kind, pattern, all_, as_json):
         console.print(table)
     if not any(out.values()):
         click.echo(f"nothing matches {shown(repr(pattern))}" if pattern else "nothing registered", err=True)
+
+
+OFFLINE_LEGEND = ("offline yes: the weights are on this machine (shipped with zoo, in an installed package or in the Hugging "
+                  "Face cache): it runs without a network; the others download their weights on first use")
 
 
 def _row(table, *cells) -> None:

@@ -26,6 +26,10 @@ def backbone_info(name: str) -> dict:
             from zoo import hub
 
             folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), "config.json").parent
+        elif spec.kind == "package":
+            from zoo.backbones import model_folder
+
+            folder = model_folder(spec)
         else:
             folder = Path(spec.target)
         cfg = read_config(folder)
@@ -56,6 +60,7 @@ def backbone_info(name: str) -> dict:
         "crop_pct": pcfg.get("crop_pct"),
         "license": meta.get("license") or pcfg.get("license"),
         "pretrain": meta.get("pretrain"),
+        "top1": meta.get("top1"),
         "tags": meta.get("tags", []),
         "hf_hub_id": pcfg.get("hf_hub_id"),
     }

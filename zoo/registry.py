@@ -9,6 +9,9 @@ Sources merge in this order, later ones overriding earlier ones by name:
 
 ``resolve(name)`` tries: an explicit prefix (``timm:``, ``hf-hub:``, ``local-dir:``) > a
 registry name > a path to a model folder > any timm model name > an error naming the closest matches.
+
+A plugin may also register ``package:DISTRIBUTION`` with ``folder=CALLABLE``: weights shipped inside an
+installed Python package, turned into a model folder by the callable when the backbone is built.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from zoo.errors import NotFoundError, UsageError, ZooError, closest
 
 SCHEMA_VERSION = 1
 PREFIXES = ("timm:", "hf-hub:", "local-dir:")
-METADATA_KEYS = ("description", "family", "params_m", "input_size", "license", "pretrain", "tags")
+METADATA_KEYS = ("description", "family", "params_m", "input_size", "license", "pretrain", "top1", "tags")
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,12 @@ class BackboneSpec:
     """Where a backbone comes from, plus what the registry knows about it."""
 
     name: str  # what the user asked for
-    kind: str  # "timm" | "hf-hub" | "local-dir"
-    target: str  # timm model name, Hub repo id, or absolute folder path
-    revision: str | None = None
+    kind: str  # "timm" | "hf-hub" | "local-dir" | "package"
+    target: str  # timm model name, Hub repo id, absolute folder path, or distribution name
+    revision: str | None = None  # a Hub revision; for "package", the installed version (None: not installed)
     meta: dict = field(default_factory=dict, compare=False)
     origin: str = ""  # the registry file or plugin that named it; "" for direct sources
+    folder: Callable[[], Path] | None = field(default=None, compare=False, repr=False)  # "package": makes the model folder
 
     @property
     def source(self) -> str:
@@ -45,10 +50,26 @@ class BackboneSpec:
 
     @property
     def timm_name(self) -> str:
-        """The string ``timm.create_model`` takes for this spec."""
+        """The string ``timm.create_model`` takes for this spec (a "package" spec: see backbones.model_folder)."""
         if self.kind == "timm":
             return self.target
         return self.source
+
+
+def package_spec(name: str, source: str, folder, *, meta=None, origin="") -> BackboneSpec:
+    """A plugin's ``package:DISTRIBUTION`` backbone; ``folder()`` makes its model folder when it is built."""
+    from importlib import metadata
+
+    dist = source.removeprefix("package:")
+    if not source.startswith("package:") or not re.match(r"^[A-Za-z0-9][\w.-]*$", dist):
+        raise UsageError(f"'{source}' for {name!r}: a backbone registered with folder= needs the source package:DISTRIBUTION")
+    if not callable(folder):
+        raise UsageError(f"folder= for {name!r} must be a callable that returns a model folder")
+    try:
+        version = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        version = None  # listed anyway: building it says which package to install
+    return BackboneSpec(name, "package", dist, version, dict(meta or {}), origin, folder)
 
 
 def parse_source(source: str, *, name: str | None = None, base: Path | None = None, meta=None, origin="") -> BackboneSpec:
@@ -156,8 +177,12 @@ class Registry:
 
         specs: dict[str, BackboneSpec] = {}
         for name, entry in get_plugins().collect("backbones").items():
+            meta = entry.meta | {"description": entry.description}
             try:
-                specs[name] = parse_source(entry.obj, name=name, meta=entry.meta | {"description": entry.description}, origin=entry.plugin)
+                if "folder" in meta:
+                    specs[name] = package_spec(name, entry.obj, meta.pop("folder"), meta=meta, origin=entry.plugin)
+                else:
+                    specs[name] = parse_source(entry.obj, name=name, meta=meta, origin=entry.plugin)
             except UsageError as exc:
                 from zoo.plugins import warn
 
@@ -194,8 +219,42 @@ class Registry:
         for name, spec in self.specs.items():
             if pattern and not _match(pattern, name, spec.source):
                 continue
-            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": spec.origin})
+            rows.append({"name": name, "source": spec.source, **spec.meta, "provider": spec.origin, "offline": offline(spec)})
         return sorted(rows, key=lambda r: natural_key(r["name"]))
+
+
+def offline(spec: BackboneSpec) -> bool:
+    """Whether the spec's pretrained weights are on this machine, so it builds without a network.
+
+    A folder with config.json and model.safetensors (``local-dir:``), an installed package
+    (``package:``), or a snapshot with weights in the Hugging Face cache (``hf-hub:``, and ``timm:``
+    names with a tag, which timm fetches from ``timm/NAME``). Only file-system checks: no torch, no timm.
+    """
+    if spec.kind == "local-dir":
+        return all((Path(spec.target) / f).is_file() for f in ("config.json", "model.safetensors"))
+    if spec.kind == "package":
+        return spec.revision is not None  # the installed version
+    if spec.kind == "timm":
+        return "." in spec.target and _in_hub_cache(f"timm/{spec.target}", None)  # untagged: which weights is timm's choice
+    return _in_hub_cache(spec.target, spec.revision)
+
+
+def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
+    folder = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    if not folder.is_dir():  # the usual answer: one stat
+        return False
+    revision = revision or "main"
+    try:
+        commit = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else (folder / "refs" / revision).read_text().strip()
+    except OSError:
+        return False
+    return any((folder / "snapshots" / commit / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants  # huggingface_hub's rules for HF_HUB_CACHE / HF_HOME / XDG_CACHE_HOME
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _match(pattern: str, *names: str) -> bool:
@@ -256,7 +315,8 @@ def timm_pretrained_names() -> list[str]:
 def timm_rows(pattern: str | None = None) -> list[dict]:
     """Listing rows for every pretrained timm model (``zoo list --all``)."""
     names = [n for n in timm_pretrained_names() if not pattern or _match(pattern, n)]
-    return [{"name": n, "source": f"timm:{n}", "provider": "timm"} for n in sorted(names, key=natural_key)]
+    return [{"name": n, "source": f"timm:{n}", "provider": "timm", "offline": offline(BackboneSpec(n, "timm", n))}
+            for n in sorted(names, key=natural_key)]
 
 
 _registry: Registry | None = None
