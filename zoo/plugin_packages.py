@@ -28,9 +28,28 @@ def model_config(model: str) -> dict:
 
 
 def recorded(model: str) -> list[dict]:
-    """The third-party plugins a model records (name, version, entry point, what it provides)."""
+    """The third-party plugins a model records (name, version, entry point, what it provides).
+
+    A record becomes a pip requirement, so its name must be a bare project name and its version a
+    plain version: anything else (``evil @ https://...``, ``>=0``) would make pip fetch what the
+    model's author chose, and is refused.
+    """
+    from packaging.version import InvalidVersion, Version
+
     plugins = (model_config(model).get("zoo") or {}).get("plugins") or []
-    return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")]
+    records = [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")]
+    for p in records:
+        try:
+            ok = bool(PROJECT.match(str(p["name"]))) and (p.get("version") is None or Version(str(p["version"])) is not None)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            raise UsageError(f"{model}: its config.json records a plugin as {requirement(p)!r}, which is not a "
+                             f"project name and version: install the plugins it needs by name")
+    return records
+
+
+PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508 names, nothing more
 
 
 def needed(plugin: dict) -> bool:
