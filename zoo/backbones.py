@@ -142,7 +142,6 @@ def read_config(folder: Path) -> dict:
     return cfg
 
 
-
 # -- what zoo takes from a model's config.json ---------------------------------------------------
 # config.json comes with a downloaded model: it is data, never an instruction to open something.
 # timm's create_model and build_model_with_cfg take arguments that load weights (checkpoint_path,
