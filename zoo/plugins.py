@@ -144,8 +144,14 @@ class Plugins:
     # -- calling -------------------------------------------------------------------
     def call(self, hook_name: str, **kwargs) -> None:
         """Call every implementation of a hook, built-ins first; a failure skips that plugin."""
-        for impl in self.pm.hook.__dict__[hook_name].get_hookimpls():
+        for impl in self._impls(hook_name):
             self.call_one(impl, hook_name, **kwargs)
+
+    def _impls(self, hook_name: str) -> list:
+        """A hook's implementations in registration order (built-ins, then by entry-point name), whatever
+        tryfirst/trylast they ask pluggy for: the order decides name clashes, so a plugin cannot choose it."""
+        order = {name: i for i, name in enumerate(self.info)}
+        return sorted(self.pm.hook.__dict__[hook_name].get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order)))
 
     def collect(self, kind: str) -> dict[str, Entry]:
         """Everything registered of one kind (backbones, heads, freeze, datasets), by name."""
@@ -176,9 +182,7 @@ class Plugins:
             entries[name] = entry
             self.info[plugin].__dict__.setdefault("registered", []).append(f"{kind}:{name}")
 
-        order = {name: i for i, name in enumerate(self.info)}  # registration order: built-ins, then by entry-point name
-        impls = sorted(self.pm.hook.__dict__[KINDS[kind]].get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order)))
-        for impl in impls:
+        for impl in self._impls(KINDS[kind]):
             current["plugin"] = impl.plugin_name
             self.call_one(impl, KINDS[kind], register=register)
         self._collected[kind], self._claims[kind] = entries, claims
@@ -192,7 +196,7 @@ class Plugins:
     def label(self, plugin: str) -> str:
         """A plugin as users know it: its distribution name (the entry point's, for built-ins)."""
         info = self.info.get(plugin)
-        return (info.distribution if info and info.distribution else plugin)
+        return info.distribution if info and info.distribution else plugin
 
     def call_one(self, impl, hook_name: str, **kwargs) -> Any:
         if self.trace:
