@@ -117,6 +117,69 @@ def case_only_pytorch_model_bin(tmp, good_run):
     return Call(["predict", run, image(tmp)])
 
 
+def edit_config(run: Path, change) -> Path:
+    import json
+
+    cfg = json.loads((run / "config.json").read_text())
+    change(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run
+
+
+def evil_file(tmp) -> Path:
+    """A pickle whose unpickling creates tmp/PWNED, where a config.json points timm."""
+    (tmp / "evil.pth").write_bytes(pickle.dumps(Evil(tmp / "PWNED")))
+    return tmp / "evil.pth"
+
+
+@case
+def case_config_names_a_checkpoint_path(tmp, good_run):
+    run = edit_config(copy_run(good_run, tmp), lambda c: c["model_args"].update(checkpoint_path=str(evil_file(tmp))))
+    return Call(["predict", run, image(tmp)])
+
+
+@case
+def case_config_overlays_a_weights_url(tmp, good_run):
+    run = edit_config(copy_run(good_run, tmp),
+                      lambda c: c["model_args"].update(pretrained_cfg_overlay={"url": "http://127.0.0.1:9/evil.pth"}))
+    return Call(["info", f"local-dir:{run}"])
+
+
+@case
+def case_config_pretrained_cfg_names_a_file(tmp, good_run):
+    run = edit_config(copy_run(good_run, tmp), lambda c: c["pretrained_cfg"].update(file=str(evil_file(tmp))))
+    return Call(["finetune", f"local-dir:{run}", "--data", "synthetic:4", *TINY[1:], "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_config_model_arg_holding_a_path(tmp, good_run):
+    run = edit_config(copy_run(good_run, tmp), lambda c: c["model_args"].update(weights=str(evil_file(tmp))))
+    return Call(["evaluate", run, "--data", "synthetic:4"])
+
+
+@case
+def case_model_arg_that_loads_weights(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--model-arg", f"checkpoint_path={evil_file(tmp)}",
+                 "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_finetune_from_a_folder_with_only_pytorch_model_bin(tmp, good_run):
+    run = copy_run(good_run, tmp)
+    (run / "model.safetensors").unlink()
+    (run / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(tmp / "PWNED")))
+    return Call(["finetune", f"local-dir:{run}", "--data", "synthetic:4", *TINY[1:], "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_compare_a_registry_folder_with_only_pytorch_model_bin(tmp, good_run):
+    run = copy_run(good_run, tmp)
+    (run / "model.safetensors").unlink()
+    (run / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(tmp / "PWNED")))
+    (tmp / "reg.yaml").write_text(f"backbones:\n  mine:\n    source: local-dir:{run}\n")
+    return Call(["compare", "mine", "--data", "synthetic:4", "--img-size", "32"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
+
+
 @case
 def case_damaged_checkpoint(tmp, good_run):
     run = copy_run(good_run, tmp)

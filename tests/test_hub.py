@@ -353,6 +353,38 @@ result = None
 
 
 @pytest.mark.slow
+def test_a_repo_with_only_pickle_weights_is_refused_and_its_pickle_never_fetched(server, run_dir, tmp_path, image, homes):
+    """timm's Hub loader falls back to pytorch_model.bin (a pickle); zoo never asks for it."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "PWNED",))
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "config.json").write_bytes((run_dir / "config.json").read_bytes())
+    (repo / "pytorch_model.bin").write_bytes(pickle.dumps(Evil()))
+    client(server, homes(), f"""
+from huggingface_hub import HfApi
+HfApi().create_repo("user/pickled")
+HfApi().upload_folder(folder_path={str(repo)!r}, repo_id="user/pickled")
+result = None
+""")
+    mark = len(server.requests)
+    data = make_image_folder(tmp_path / "photos", per_class=4, size=(32, 32))
+    for args in (("predict", "hf-hub:user/pickled", image),
+                 ("finetune", "hf-hub:user/pickled", "--data", data, "--img-size", "32", "--epochs", "1", "--out", tmp_path / "out"),
+                 ("compare", "hf-hub:user/pickled", "--data", data, "--img-size", "32")):
+        proc = zoo_cli(server, homes(), *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("Error: ") and lines[0].endswith("has no model.safetensors (zoo reads weights only as safetensors)")
+    assert [r["path"] for r in server.requests[mark:] if r["path"].endswith(".bin")] == []
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.slow
 def test_finetune_from_a_pushed_model_and_push_at_each_best(server, run_dir, pushed, tmp_path, homes):
     from safetensors.torch import load_file
 

@@ -59,6 +59,8 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
            classes: list[str] | None = None) -> nn.Module:
     """A backbone with a ``num_classes`` head; weights from the spec's source when ``pretrained``.
 
+    A model folder or Hub repo is read by zoo, never by timm: its config.json is checked
+    (:func:`model_config`) and its weights come only from model.safetensors (:func:`read_weights`).
     A saved model's classifier is kept only when ``classes`` are the ones it was trained on.
     """
     import timm
@@ -66,24 +68,45 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
     from zoo.plugins import build, lookup
 
     lookup("heads", head)  # an unknown head fails before anything is built
+    check_model_args(model_args or {}, "--model-arg", error=UsageError)
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
-    provided = model_folder(spec) if spec.kind == "package" else None  # it names the architecture, too
-    folder = (provided or _zoo_folder(spec)) if pretrained else None
-    if folder is not None and _zoo_head(folder) not in (None, "linear"):
-        if spec.kind == "hf-hub":
-            from zoo import hub
-
-            folder = hub.download_model(spec.source.removeprefix("hf-hub:"))
-        model = timm_model(load_folder(folder).model)  # a zoo run with a plugin head: keep its backbone
-    else:
+    if spec.kind == "timm":
         try:
-            name = f"local-dir:{provided}" if provided else spec.timm_name
-            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
+            model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
             raise _build_error(spec, pretrained, exc) from None
-        if folder is not None and classes is not None and _label_names(folder) != list(classes):
+        return build("heads", head, model, num_classes, **(head_opts or {}))
+    folder = _folder(spec, weights=pretrained)
+    cfg = read_config(folder)
+    if pretrained and ((cfg.get("zoo") or {}).get("head") or {}).get("name", "linear") != "linear":
+        model = timm_model(load_folder(folder).model)  # a zoo run with a plugin head: keep its backbone
+    else:
+        state = read_weights(folder / "model.safetensors") if pretrained else None
+        try:
+            model = _create_from_config(folder, cfg, num_classes=num_classes, state=state, model_args=model_args)
+        except ZooError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _build_error(spec, pretrained, exc) from None
+        if pretrained and classes is not None and cfg.get("label_names") != list(classes):
             model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
     return build("heads", head, model, num_classes, **(head_opts or {}))
+
+
+def _folder(spec: BackboneSpec, *, weights: bool) -> Path:
+    """The folder of a ``local-dir:``, ``package:`` or ``hf-hub:`` spec; for the Hub, config.json (and
+    model.safetensors when ``weights``) fetched into the cache, nothing else: never a pickle (pytorch_model.bin)."""
+    if spec.kind == "package":
+        return model_folder(spec)  # it names the architecture too, so it is needed without weights as well
+    if spec.kind == "local-dir":
+        if not Path(spec.target).is_dir():
+            named = f"backbone '{spec.name}' (from {spec.origin}) points to" if spec.origin else "the folder"
+            raise ZooError(f"{named} {spec.target}, which does not exist")
+        return Path(spec.target)
+    from zoo import hub
+
+    repo = spec.source.removeprefix("hf-hub:")
+    return hub.download_model(repo) if weights else hub.download_file(repo, "config.json").parent
 
 
 def model_folder(spec: BackboneSpec) -> Path:
@@ -103,9 +126,6 @@ def model_folder(spec: BackboneSpec) -> Path:
 def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if spec.kind == "local-dir":
-        if not Path(spec.target).is_dir():
-            named = f"backbone '{spec.name}' (from {spec.origin}) points to" if spec.origin else "the folder"
-            return ZooError(f"{named} {spec.target}, which does not exist")
         return ZooError(f"cannot load {spec.target}: {text}")
     if pretrained and any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hub", "not found", "cannot find")):
         return ZooError(
@@ -113,31 +133,6 @@ def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooErr
             "Check the network or HF_ENDPOINT, fill the cache, or use --no-pretrained"
         )
     return ZooError(f"cannot build '{spec.name}' ({spec.source}): {text}")
-
-
-def _zoo_folder(spec: BackboneSpec) -> Path | None:
-    """The folder holding the spec's config.json (fetched alone for a Hub model), if any."""
-    if spec.kind == "local-dir":
-        return Path(spec.target)
-    if spec.kind == "hf-hub":
-        from zoo import hub
-
-        return hub.download_file(spec.source.removeprefix("hf-hub:"), "config.json").parent
-    return None
-
-
-def _label_names(folder: Path) -> list | None:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("label_names")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _zoo_head(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("zoo", {}).get("head", {}).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 @dataclass
@@ -163,6 +158,99 @@ def read_config(folder: Path) -> dict:
     return cfg
 
 
+# -- what zoo takes from a model's config.json ---------------------------------------------------
+# config.json comes with a downloaded model: it is data, never an instruction to open something.
+# timm's create_model and build_model_with_cfg take arguments that load weights (checkpoint_path,
+# pretrained_cfg{,_overlay} with file / url / hf_hub_id / state_dict, pretrained_strict, feature_cfg,
+# cache_dir, ...), so those names are refused, read from timm's own signatures so a new timm stays
+# covered. Beyond that the check is an allow-list by value, not a list of bad keys: a path or a URL
+# is a string (or a mapping holding one), so an architecture argument passes only as a number, a
+# boolean, null or a list of numbers, and as a string only for the keys below, which name a layer
+# type that timm looks up in its own tables. Of pretrained_cfg only the data keys (sizes, mean/std,
+# labels, ...) reach timm; any other key is refused unless null or false (timm's exports write
+# "custom_load": false, older ones "hf_hub_id": null). Refused, not dropped: a model built without
+# an argument its weights need would be silently wrong. The message names the file and the key.
+LAYER_NAME_ARGS = ("global_pool", "act_layer", "norm_layer", "attn_layer", "se_layer", "pos_embed", "stem_type",
+                   "block_type", "conv_mode", "pool_type", "output_fmt")
+PRETRAINED_CFG_DATA = ("architecture", "tag", "input_size", "test_input_size", "min_input_size", "fixed_input_size",
+                       "interpolation", "crop_pct", "test_crop_pct", "crop_mode", "mean", "std", "num_classes",
+                       "label_offset", "label_names", "label_descriptions", "pool_size", "test_pool_size", "first_conv",
+                       "classifier", "license", "description", "origin_url", "paper_name", "paper_ids", "notes")
+
+
+def _loader_params() -> set[str]:
+    import inspect
+
+    import timm
+    from timm.models import build_model_with_cfg
+
+    names = set(inspect.signature(timm.create_model).parameters) | set(inspect.signature(build_model_with_cfg).parameters)
+    return names - {"model_name", "model_cls", "variant", "kwargs"}
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, (bool, int, float)) for v in value)
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def check_model_args(args: dict, where: str, prefix: str = "", error: type[ZooError] = ZooError) -> dict:
+    """``args`` when every key is safe to pass to ``timm.create_model``; else a one-line ``error``."""
+    if not isinstance(args, dict):
+        raise error(f"{where}: '{prefix.rstrip('.') or 'model_args'}' must be a mapping of timm arguments")
+    loaders = _loader_params()
+    for key, value in args.items():
+        if key in loaders and value is not None:  # null says "none": timm's own exports write a few
+            why = "an argument of timm's weight loading; zoo reads weights only from model.safetensors"
+        elif not (_plain(value) or key in LAYER_NAME_ARGS and isinstance(value, str)):
+            why = f"a {type(value).__name__}, and zoo passes timm strings only for layer names such as global_pool or act_layer"
+        else:
+            continue
+        raise error(f"{where}: '{prefix}{key}' is not allowed ({why}): remove it")
+    return args
+
+
+def model_config(folder: Path, cfg: dict | None = None) -> tuple[str, dict, dict]:
+    """(architecture, model_args, pretrained_cfg) of a model folder's config.json, checked as described above."""
+    cfg = read_config(folder) if cfg is None else cfg
+    where = folder / "config.json"
+    args = {k: v for k, v in check_model_args(cfg.get("model_args") or {}, str(where), "model_args.").items() if k != "num_classes"}
+    pcfg = cfg["pretrained_cfg"]
+    if not isinstance(pcfg, dict):
+        raise ZooError(f"{where}: 'pretrained_cfg' must be a mapping")
+    for key, value in pcfg.items():
+        if key not in PRETRAINED_CFG_DATA and value not in (None, False):  # null / false: no source, no custom loader
+            why = ("it tells timm where or how to load weights; zoo reads weights only from model.safetensors" if key in ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename",
+                                                                          "source", "custom_load")
+                   else "not a data setting zoo knows")
+            raise ZooError(f"{where}: 'pretrained_cfg.{key}' is not allowed ({why}): remove it")
+    if not isinstance(cfg["architecture"], str):
+        raise ZooError(f"{where}: 'architecture' must be a timm model name")
+    return cfg["architecture"], args, {k: v for k, v in pcfg.items() if k in PRETRAINED_CFG_DATA}
+
+
+def _create_from_config(folder: Path, cfg: dict, *, num_classes: int, state: dict | None = None,
+                        model_args: dict | None = None) -> nn.Module:
+    """The timm model a config.json describes; with ``state`` (read by zoo from safetensors) loaded through
+    timm's pretrained path, which adapts it (a new classifier for another class count, input channels)
+    without opening anything: a ``state_dict`` in the pretrained config is timm's in-memory source."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    arch, args, pcfg = model_config(folder, cfg)
+    pcfg.setdefault("num_classes", cfg.get("num_classes") or num_classes)
+    default = get_pretrained_cfg(arch) if timm.is_model(arch) else None
+    for key in ("classifier", "first_conv"):  # where the classifier is, for a folder that does not say
+        if key not in pcfg and default is not None:
+            pcfg[key] = getattr(default, key)
+    if state is not None:
+        pcfg["state_dict"] = state
+    model = timm.create_model(arch, pretrained=state is not None, pretrained_cfg=pcfg, num_classes=num_classes,
+                              **{**args, **(model_args or {})})
+    model.pretrained_cfg.pop("state_dict", None)  # the loaded weights are in the model; do not keep a second copy
+    return model
+
+
 def read_weights(path: Path) -> dict:
     """A safetensors state dict. Never unpickles: a pickle offered as weights is refused."""
     from safetensors import SafetensorError
@@ -178,29 +266,21 @@ def read_weights(path: Path) -> dict:
 
 def load_folder(folder: Path) -> Loaded:
     """Load a run directory or timm model folder: config.json + model.safetensors."""
-    import timm
-
     from zoo.data import Preprocess
-    from zoo.plugins import get_plugins
+    from zoo.plugins import build_entry, recorded_provider
 
     cfg = read_config(folder)
     zoo_meta = cfg.get("zoo") or {}
     head = zoo_meta.get("head") or {"name": "linear", "options": {}}
     num_classes = int(cfg.get("num_classes") or cfg["pretrained_cfg"].get("num_classes") or 0)
-    if head["name"] not in get_plugins().collect("heads"):
-        from zoo.plugin_packages import install_hint, provides
-
-        records = zoo_meta.get("plugins") if isinstance(zoo_meta.get("plugins"), list) else []
-        plugin = next((p for p in records if isinstance(p, dict) and head["name"] in provides(p)), None)
-        raise ZooError(f"{folder} uses the head {head['name']!r}, which no installed plugin provides: run: {install_hint(plugin)}")
+    entry = recorded_provider("heads", head["name"], zoo_meta.get("plugins") or [], str(folder))
     try:
-        model_args = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}
-        model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=num_classes, **model_args)
+        model = _create_from_config(folder, cfg, num_classes=num_classes)
+    except ZooError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ZooError(f"{folder}/config.json names a model timm cannot build: {exc}") from None
-    from zoo.plugins import build
-
-    model = build("heads", head["name"], model, num_classes, **head.get("options", {}))
+    model = build_entry("heads", entry, model, num_classes, **head.get("options", {}))
     state = read_weights(folder / "model.safetensors")
     try:
         model.load_state_dict(state, strict=True)

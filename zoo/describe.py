@@ -12,7 +12,7 @@ def backbone_info(name: str) -> dict:
     import timm
     from timm.models import get_pretrained_cfg
 
-    from zoo.backbones import read_config
+    from zoo.backbones import model_config, read_config
     from zoo.registry import resolve
 
     spec = resolve(name)
@@ -33,7 +33,7 @@ def backbone_info(name: str) -> dict:
         else:
             folder = Path(spec.target)
         cfg = read_config(folder)
-        pcfg, arch, model_args = dict(cfg["pretrained_cfg"]), cfg["architecture"], {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}
+        arch, model_args, pcfg = model_config(folder, cfg)  # checked: nothing in it makes timm open a file
         pcfg.setdefault("num_classes", cfg.get("num_classes"))
         pcfg.setdefault("label_names", cfg.get("label_names"))
     try:

@@ -7,8 +7,11 @@ Environment:
   ZOO_LOAD_PLUGINS  comma-separated plugin names to load; empty loads none; unset loads all.
   ZOO_TRACE_HOOKS   when set, print every hook call and the plugin answering it to stderr.
 
-Name clashes: the first registration wins. Built-ins register first, then installed
-plugins in alphabetical order of their entry-point names; the loser is named in a warning.
+Name clashes, for plugin names and for what plugins register: the first registration wins, and
+the loser is named in a warning. Built-ins register first, then installed plugins in alphabetical
+order of their entry-point names; that order, not pluggy's tryfirst/trylast, decides. Loading a
+saved model does not go by that order: its head comes from the plugin the model records as its
+provider (:func:`recorded_provider`).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self._collected: dict[str, dict[str, Entry]] = {}
+        self._claims: dict[str, dict[str, list[Entry]]] = {}  # kind -> name -> every registration, the winner first
         self.trace = bool(os.environ.get("ZOO_TRACE_HOOKS"))
         for module_name in DEFAULT_PLUGINS:
             name = module_name.replace("zoo.builtins.", "zoo.")
@@ -95,7 +99,7 @@ class Plugins:
         wanted = os.environ.get("ZOO_LOAD_PLUGINS")
         allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-        seen: dict[str, str | None] = {}
+        seen: dict[str, str | None] = {name: "zoo" for name in self.info}  # a plugin cannot take a built-in's name
         for ep in eps:
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist else None
@@ -146,14 +150,21 @@ class Plugins:
     # -- calling -------------------------------------------------------------------
     def call(self, hook_name: str, **kwargs) -> None:
         """Call every implementation of a hook, built-ins first; a failure skips that plugin."""
-        for impl in self.pm.hook.__dict__[hook_name].get_hookimpls():
+        for impl in self._impls(hook_name):
             self.call_one(impl, hook_name, **kwargs)
+
+    def _impls(self, hook_name: str) -> list:
+        """A hook's implementations in registration order (built-ins, then by entry-point name), whatever
+        tryfirst/trylast they ask pluggy for: the order decides name clashes, so a plugin cannot choose it."""
+        order = {name: i for i, name in enumerate(self.info)}
+        return sorted(self.pm.hook.__dict__[hook_name].get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order)))
 
     def collect(self, kind: str) -> dict[str, Entry]:
         """Everything registered of one kind (backbones, heads, freeze, datasets), by name."""
         if kind in self._collected:
             return self._collected[kind]
         entries: dict[str, Entry] = {}
+        claims: dict[str, list[Entry]] = {}
         current = {"plugin": ""}
 
         def register(name, obj=None, /, *, description: str = "", **meta) -> None:
@@ -166,20 +177,32 @@ class Plugins:
                     raise ValueError(f"backbone {name!r} needs a source string, got {type(obj).__name__}")
             elif not callable(obj):
                 raise ValueError(f"{kind} {name!r} needs a factory, got {type(obj).__name__}")
+            entry = Entry(name, obj, plugin, str(description or ""), meta)
+            claims.setdefault(name, []).append(entry)
             if name in entries:
                 warn(
                     f"{kind} '{name}' is registered by both '{entries[name].plugin}' and '{plugin}'; "
                     f"using '{entries[name].plugin}' (the first registration wins)"
                 )
                 return
-            entries[name] = Entry(name, obj, plugin, str(description or ""), meta)
+            entries[name] = entry
             self.info[plugin].__dict__.setdefault("registered", []).append(f"{kind}:{name}")
 
-        for impl in self.pm.hook.__dict__[KINDS[kind]].get_hookimpls():
+        for impl in self._impls(KINDS[kind]):
             current["plugin"] = impl.plugin_name
             self.call_one(impl, KINDS[kind], register=register)
-        self._collected[kind] = entries
+        self._collected[kind], self._claims[kind] = entries, claims
         return entries
+
+    def claims(self, kind: str, name: str) -> list[Entry]:
+        """Every registration of ``name``: the one in use first, then those it shadows."""
+        self.collect(kind)
+        return self._claims[kind].get(name, [])
+
+    def label(self, plugin: str) -> str:
+        """A plugin as users know it: its distribution name (the entry point's, for built-ins)."""
+        info = self.info.get(plugin)
+        return info.distribution if info and info.distribution else plugin
 
     def call_one(self, impl, hook_name: str, **kwargs) -> Any:
         if self.trace:
@@ -226,9 +249,14 @@ LABELS = {"freeze": "freeze policy", "heads": "head", "datasets": "dataset", "ba
 
 def build(kind: str, name: str, *args, **kwargs) -> Any:
     """Call a registered factory; its failures become one-line errors naming the plugin."""
+    return build_entry(kind, lookup(kind, name), *args, **kwargs)
+
+
+def build_entry(kind: str, entry: Entry, *args, **kwargs) -> Any:
+    """Call one registration's factory (see :func:`build`)."""
     from zoo.errors import UsageError, ZooError
 
-    entry = lookup(kind, name)
+    name = entry.name
     try:
         result = entry.obj(*args, **kwargs)
     except ZooError:
@@ -252,6 +280,47 @@ def _expected_result(kind: str, result: Any) -> str | None:
     if kind == "freeze":
         return None if callable(getattr(result, "settings", None)) else "a policy with a settings() method"
     return None
+
+
+def recorded_provider(kind: str, name: str, records: list, where: str) -> Entry:
+    """The registration of ``name`` from the plugin a saved model records as its provider.
+
+    ``records`` is the "plugins" list of the model's config.json (name = distribution, entry_point,
+    provides). The recorded plugin is used even when another plugin's registration of the name
+    wins the clash; when it is not installed, or the model does not say which of several installed
+    plugins it means, loading is refused in one line naming both: never another plugin's code.
+    """
+    from zoo.errors import ZooError
+    from packaging.utils import canonicalize_name
+
+    plugins = get_plugins()
+    claims = plugins.claims(kind, name)
+    named = [r for r in records if isinstance(r, dict) and name in (r.get("provides") or [])]
+
+    def same(entry: Entry, record: dict) -> bool:
+        info = plugins.info[entry.plugin]
+        if record.get("entry_point", record.get("name")) != entry.plugin or bool(record.get("builtin")) != info.builtin:
+            return False
+        return info.builtin or canonicalize_name(str(record.get("name"))) == canonicalize_name(info.distribution or entry.plugin)
+
+    matches = [e for e in claims if any(same(e, r) for r in named)]
+    if matches and (len(named) == 1 or len(claims) == 1):
+        return matches[0]
+    if not named and len(claims) == 1:  # a model that records no provider (e.g. a plain timm folder)
+        return claims[0]
+    label = LABELS[kind]
+    from zoo.plugin_packages import install_hint
+
+    if not claims:
+        raise ZooError(f"{where} uses the {label} {name!r}, which no installed plugin provides: run: "
+                       f"{install_hint(named[0] if named else None)}")
+    if len(named) == 1:
+        raise ZooError(f"{where} was trained with the {label} '{name}' of plugin {str(named[0].get('name'))!r}, but here "
+                       f"'{plugins.label(claims[0].plugin)}' provides it: run: {install_hint(named[0])}, "
+                       f"or uninstall '{plugins.label(claims[0].plugin)}'")
+    which = [str(r.get("name")) for r in named] or [plugins.label(e.plugin) for e in claims]
+    raise ZooError(f"{where} does not say which plugin's {label} '{name}' it was trained with ('{which[0]}' or "
+                   f"'{which[1]}'): uninstall the wrong one or select one with ZOO_LOAD_PLUGINS")
 
 
 def fire(event: str, **kwargs) -> None:

@@ -99,6 +99,7 @@ class FinetuneConfig:
         need(self.shots is None or self.shots > 0, f"--shots must be positive, got {self.shots}")
         need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        backbones.check_model_args(self.model_args, "--model-arg", error=UsageError)
         need(self.save_every is None or (isinstance(self.save_every, int) and self.save_every > 0),
              f"--save-every must be a positive number of batches, got {self.save_every}")
 
