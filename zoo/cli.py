@@ -748,7 +748,18 @@ def doctor(offline, as_json):
                        for c in r["caches"]])
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    # SIGTERM and SIGHUP stop zoo as Ctrl-C does, so that files being written and worker processes
+    # are cleaned up (the trainer handles all three while it runs); one ignored with nohup stays ignored.
+    for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _interrupt)
     try:
         cli(prog_name="zoo")
     finally:
