@@ -296,13 +296,14 @@ def _in_workers(chunks: list, workers: int):
             mine, theirs = ctx.Pipe()
             conns.append(mine)
             proc = ctx.Process(target=_worker, args=(theirs, list(conns)), daemon=True)
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the worker starts with them blocked, until it ignores them
+            # Blocked while the worker starts (until it ignores them) and until zoo has it on its list to kill.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 proc.start()
+                procs[mine] = proc
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 theirs.close()
-            procs[mine] = proc
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         todo, done, busy = iter(chunks), {}, dict.fromkeys(conns, 0)
 
         def give(conn) -> None:
