@@ -106,3 +106,176 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     again = subprocess.run(resume_command(out) + ["--epochs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
+
+
+# -- signals while images decode in worker processes, or while frozen features are computed ----------
+needs_workers = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: zoo decodes without worker processes")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """240 real 512x512 PNG files in two classes: decoding them takes seconds, in worker processes."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    yy, xx = np.mgrid[0:512, 0:512]
+    for c in range(2):
+        (root / f"c{c}").mkdir()
+        for i in range(120):
+            base = ((xx if c else yy) * 0.4 + i).astype(np.uint8)
+            Image.fromarray(np.stack([base, base // 2 + 40 * c, 255 - base], -1)).save(root / f"c{c}" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """This test's own cache: what another test decoded or computed spares it no work."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+# Training only a head on features computed once: the runs that finish are quick.
+RUN = dict(backbone="test_resnet", pretrained=False, img_size=64, batch_size=32, epochs=1, freeze="head-only", aug="none")
+
+
+def _finetune(photos: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "zoo", "finetune", "test_resnet", "--data", str(photos), "--no-pretrained", "--img-size", "64",
+            "--batch-size", "32", "--epochs", "1", "--freeze", "head-only", "--aug", "none", "--out", str(out)]
+
+
+def _workers(pid: int) -> list[int]:
+    """zoo's forked worker processes (not, say, the ldconfig that importing torch runs)."""
+    found = []
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            found += [int(p) for p in (task / "children").read_text().split()]
+        return [p for p in found if Path(f"/proc/{p}/cmdline").read_bytes() == command]
+    except OSError:  # a process ended as we looked
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,
+               env: dict | None = None) -> tuple[int, str, float, list[int]]:
+    """Start zoo in its own process group; once ``when`` is on stderr, or ``when()`` is true (and worker processes
+    run), send ``sig`` to the group, or to zoo only.
+
+    Returns the exit code, stderr, the seconds from the signal to the exit, and the workers seen."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + 180
+        while not ((when() if callable(when) else when in log.read_text()) and (_workers(proc.pid) or not workers)):
+            assert proc.poll() is None, f"zoo ended before '{when}':\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no '{when}' after 180 s:\n{log.read_text()}"
+            time.sleep(0.02)
+        seen = _workers(proc.pid)
+        (os.killpg if group else os.kill)(proc.pid, sig)
+        sent = time.monotonic()
+        proc.wait(timeout=60)
+        return proc.returncode, log.read_text(), time.monotonic() - sent, seen
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _stopped_cleanly(code: int, err: str, seconds: float, workers: list[int], message: str) -> None:
+    assert seconds < 10, f"zoo took {seconds:.1f} s to stop"
+    assert code == 130, err
+    assert err.count("Error: interrupted;") == 1 and message in err, err
+    assert "Traceback" not in err, err
+    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived zoo"
+
+
+@needs_workers
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, group", [(signal.SIGTERM, True), (signal.SIGINT, True), (signal.SIGHUP, True), (signal.SIGTERM, False)],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGTERM-to-zoo-only"])
+def test_a_signal_while_workers_decode_stops_at_once_and_leaves_nothing(tmp_path, photos, cache, sig, group):
+    out = tmp_path / "run"
+    code, err, seconds, workers = _interrupt(_finetune(photos, out), tmp_path / "log", when="decoding", sig=sig, group=group,
+                                             workers=True)
+    assert workers, "no worker processes decoded"
+    _stopped_cleanly(code, err, seconds, workers, f"nothing was written to {out} yet: run the same command again")
+    assert not out.exists()  # the lock and the folder it made are gone: the same command starts afresh
+    assert not list(cache.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_frozen_feature_pass_stops_at_once_and_the_same_command_runs_again(tmp_path, photos, cache):
+    import zoo
+
+    out = tmp_path / "run"
+    code, err, seconds, _ = _interrupt(_finetune(photos, out), tmp_path / "log", when="frozen features of", sig=signal.SIGINT)
+    _stopped_cleanly(code, err, seconds, [], f"nothing was written to {out} yet: run the same command again")
+    assert not list(cache.rglob(".*.tmp")) and not list(cache.glob("features/*"))
+    zoo.finetune(data=str(photos), out=out, **RUN)  # the same run again: accepted
+
+
+@needs_workers
+@pytest.mark.slow
+def test_a_resumed_run_stopped_while_workers_decode_resumes_again(tmp_path, photos, cache):
+    import zoo
+
+    out = tmp_path / "run"
+    zoo.finetune(data=str(photos), out=out, **RUN)
+    resume = [sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "2"]
+    code, err, seconds, workers = _interrupt(resume, tmp_path / "log", when="decoding", sig=signal.SIGTERM, workers=True,
+                                             env={"ZOO_DECODE_CACHE": "0"})
+    _stopped_cleanly(code, err, seconds, workers, f"Error: interrupted; resume with: zoo finetune --resume {out}")
+    assert [r["epoch"] for r in metrics(out)] == [1]
+    again = subprocess.run(resume + ["--quiet"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [r["epoch"] for r in metrics(out)] == [1, 2]
+    assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
+
+
+@needs_workers
+@pytest.mark.slow
+def test_a_signal_stops_compare_while_it_decodes_or_computes_features(tmp_path, photos, cache):
+    cmd = [sys.executable, "-m", "zoo", "compare", "zoo-fmnist-resnet", "--data", str(photos), "--img-size", "64"]
+    decoded = lambda: len(list((cache / "decoded").glob("*.safetensors"))) == 2  # noqa: E731 - both splits: features next
+    for when, workers in ((lambda: True, True), (decoded, False)):  # decoding, then features
+        code, err, seconds, seen = _interrupt(cmd, tmp_path / "log", when=when, sig=signal.SIGTERM, workers=workers)
+        assert seconds < 10 and code == 1 and err.strip().splitlines()[-1] == "Aborted!", (seconds, code, err)  # as after Ctrl-C
+        assert "Traceback" not in err
+        assert not [pid for pid in seen if _alive(pid)]
+        assert not list(cache.rglob(".*.tmp")) and not list((cache / "features").glob("*"))
+
+
+@needs_workers
+@pytest.mark.slow
+def test_a_killed_worker_or_a_killed_zoo_leaves_no_process_waiting(tmp_path, photos, cache):
+    for victim in ("worker", "zoo"):
+        log = tmp_path / f"{victim}.log"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(_finetune(photos, tmp_path / victim), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while len(workers := _workers(proc.pid)) < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            os.kill(workers[0] if victim == "worker" else proc.pid, signal.SIGKILL)  # out of memory, say
+            if victim == "worker":  # zoo says so in one line, at once
+                assert proc.wait(timeout=10) == 1
+                assert log.read_text().strip().splitlines()[-1].startswith("Error: a decoding worker process died (signal 9"), \
+                    log.read_text()
+            gone = time.monotonic() + 10  # the orphans' next result finds no reader: they end
+            while any(_alive(pid) for pid in workers) and time.monotonic() < gone:
+                time.sleep(0.05)
+            assert not [pid for pid in workers if _alive(pid)], f"workers outlived the {victim}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

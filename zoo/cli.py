@@ -784,8 +784,19 @@ def _redacted_traceback(kind, value, tb) -> None:
     sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
     sys.excepthook = _redacted_traceback
+    # SIGTERM and SIGHUP stop zoo as Ctrl-C does, so that files being written and worker processes
+    # are cleaned up (the trainer handles all three while it runs); one ignored with nohup stays ignored.
+    for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _interrupt)
     try:
         cli(prog_name="zoo")
     finally:

@@ -8,10 +8,12 @@ kept as one uint8 tensor; normalization and augmentation run on whole batches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import sys
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -256,11 +258,90 @@ def _decode_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list[tuple[
     return start, out, failed
 
 
-def _quiet_worker() -> None:
-    import signal
+# What a user, a terminal or a scheduler sends to stop zoo: the parent handles them, never a worker.
+STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the pool
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the trainer's save-and-exit handler
+
+def _worker(conn, inherited: list) -> None:
+    """A decoding worker: decodes each chunk its pipe brings, until the parent kills it or is gone."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # the parent stops the workers
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for end in inherited:
+        end.close()  # the parent's ends: when the parent dies, this worker's pipe ends and so does the worker
+    try:
+        while True:
+            conn.send(_decode_range(conn.recv()))
+    except (EOFError, ConnectionError):
+        pass  # the parent is gone
+    except Exception as exc:  # noqa: BLE001 - raised again in the parent
+        conn.send(exc)
+
+
+def _in_workers(chunks: list, workers: int):
+    """``map(_decode_range, chunks)`` in forked worker processes, in order.
+
+    Each worker has a pipe of its own and is sent its next chunk when it returns one: no lock is
+    shared between processes, so a worker killed at any moment leaves nothing held
+    (multiprocessing.Pool's shared queue lock did, and its parent then waited forever). Leaving
+    the generator, however it ends (a signal's exception included), kills and reaps the workers.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("fork")
+    procs, conns = {}, []
+    try:
+        for _ in range(workers):
+            mine, theirs = ctx.Pipe()
+            conns.append(mine)
+            proc = ctx.Process(target=_worker, args=(theirs, list(conns)), daemon=True)
+            # Blocked while the worker starts (until it ignores them) and until zoo has it on its list to kill.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                proc.start()
+                procs[mine] = proc
+            finally:
+                theirs.close()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        todo, done, busy = iter(chunks), {}, dict.fromkeys(conns, 0)
+
+        def give(conn) -> None:
+            bounds = next(todo, None)
+            if bounds is not None:
+                busy[conn] += 1
+                with contextlib.suppress(ConnectionError):  # a dead worker: reported below, when its pipe ends
+                    conn.send(bounds)
+
+        for conn in conns * 2:  # two chunks each: a worker never waits for its next one
+            give(conn)
+        for start, _ in chunks:
+            while start not in done:
+                for conn in wait([c for c in conns if busy[c]]):
+                    try:
+                        result = conn.recv()
+                    except (EOFError, ConnectionError):  # the end of its pipe, or a reset with data unread
+                        proc = procs[conn]
+                        proc.join()
+                        how = f"signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
+                        raise ZooError(f"a decoding worker process died ({how}; out of memory?): run the command again") from None
+                    if isinstance(result, BaseException):
+                        raise result
+                    busy[conn] -= 1
+                    done[result[0]] = result
+                    give(conn)
+            yield done.pop(start)
+    finally:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a second signal must not leave workers behind
+        try:
+            for proc in procs.values():
+                proc.kill()
+            for proc in procs.values():
+                proc.join()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for conn in conns:
+            conn.close()
 
 
 def _workers() -> int:
@@ -283,7 +364,6 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
     worker processes decode it in chunks (Pillow's per-image Python work holds the GIL, so threads
     would not run in parallel for small images). The pixels are the same either way.
     """
-    import multiprocessing
     import time
     from itertools import chain
 
@@ -305,8 +385,9 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
         # Chunks: a few per worker, at most 256 images (progress) and 64 MiB (sent back) each.
         size = max(1, min(256, (64 << 20) // (3 * pre.size * pre.size), -(-rest // (4 * max(1, workers)))))
         chunks = [(s, min(s + size, n)) for s in range(head, n, size)]
-        with (multiprocessing.get_context("fork").Pool(workers, _quiet_worker) if workers else nullcontext()) as pool:
-            for start, pixels, failed in chain([first], pool.imap(_decode_range, chunks) if pool else map(_decode_range, chunks)):
+        results = _in_workers(chunks, workers) if workers else map(_decode_range, chunks)
+        with closing(results) if workers else nullcontext():
+            for start, pixels, failed in chain([first], results):
                 out[start:start + len(pixels)] = pixels
                 for i, reason in failed:
                     if strict:

@@ -93,7 +93,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 class RunLock:
-    """An exclusive lock on a run directory: two runs never write into the same folder."""
+    """An exclusive lock on a run directory: two runs never write into the same folder.
+
+    The lock file goes when the lock is released, and so does a folder the lock created that
+    holds nothing else (a run stopped before it wrote anything leaves no trace).
+    """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
@@ -102,18 +106,27 @@ class RunLock:
     def __enter__(self):
         import fcntl
 
+        self.created = not self.path.parent.is_dir()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
-            raise ZooError(f"another zoo run is writing to {self.path.parent}: wait for it or choose another --out") from None
-        return self
+        while True:
+            self.file = open(self.path, "a+")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.close()
+                raise ZooError(f"another zoo run is writing to {self.path.parent}: wait for it or choose another --out") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino:
+                    return self
+            self.file.close()  # its holder removed that file as it let go: lock the current one
 
     def __exit__(self, *exc):
         import fcntl
 
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # while still locked: whoever opens the path next makes a new file
+            if self.created:
+                self.path.parent.rmdir()  # only when empty
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
 

@@ -130,6 +130,10 @@ class Interrupted(ZooError):
     exit_code = 130
 
 
+class _StopNow(BaseException):
+    """A signal before training began: raised where the work is (a BaseException, so no ``except Exception`` keeps it)."""
+
+
 @dataclass
 class Result:
     run_dir: Path
@@ -143,7 +147,8 @@ class Trainer:
 
     A plugin may set ``trainer.should_stop = True`` in an event: training ends after that epoch
     and the run directory is completed (as with early stopping). ``trainer.interrupted`` is set by
-    Ctrl-C / SIGTERM: the step finishes, a checkpoint is written, and ``--resume`` continues.
+    Ctrl-C / SIGTERM / SIGHUP: the step finishes, a checkpoint is written, and ``--resume`` continues.
+    Before training begins (decoding, frozen features) the same signals stop at once.
 
     ``on_best(run_dir)``, when given, is called after each new best checkpoint is written (the CLI
     and ``zoo.finetune(push_to_hub=...)`` pass one that publishes it; the trainer itself never
@@ -281,8 +286,12 @@ class Trainer:
     def fit(self) -> Result:
         lock = runs.RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext()
         try:
-            with lock, _StopOnSignal(self):
+            with lock, _StopOnSignal(self) as self._signals:
                 return self._fit()
+        except _StopNow:
+            hint = (f"resume with: zoo finetune --resume {self.run_dir}" if (self.run_dir / runs.RUN_CONFIG).is_file()
+                    else f"nothing was written to {self.run_dir} yet: run the same command again")
+            raise Interrupted(f"interrupted; {hint}") from None
         except RuntimeError as exc:
             if self.dist.enabled and distributed.is_peer_failure(exc):
                 raise ZooError(f"rank {self.dist.rank}: another process of this run stopped ({str(exc).splitlines()[0][:160]}); "
@@ -300,6 +309,7 @@ class Trainer:
             self._write_run_config()
             # The checkpoint's history is the truth: lines written after it by a killed run go.
             runs.write_metrics(self.run_dir, self.history)
+        self._signals.training = True  # from now on a signal lets the step finish and writes a checkpoint
         fire("zoo_on_train_start", trainer=self, config=cfg)
         self.reporter.start(self)
         while self.epoch < cfg.epochs and not self._early_stopped():
@@ -620,22 +630,27 @@ def default_out(config: FinetuneConfig) -> Path:
 
 
 class _StopOnSignal:
-    """Ctrl-C / SIGTERM: finish the step, write a checkpoint, stop (a second Ctrl-C aborts)."""
+    """Ctrl-C / SIGTERM / SIGHUP: before training, stop at once; in training, finish the step, write a
+    checkpoint, stop. A second signal aborts. Signals the user ignores (nohup, ``&``) stay ignored."""
 
     def __init__(self, trainer: Trainer):
-        self.trainer, self.previous = trainer, {}
+        self.trainer, self.previous, self.training, self.stopping = trainer, {}, False, False
 
     def __enter__(self):
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+            for sig in data.STOP_SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.trainer.interrupted:
+        if self.trainer.interrupted or self.stopping:
             raise KeyboardInterrupt
+        if not self.training:  # decoding or computing features: nothing to save, and minutes may be left
+            self.stopping = True
+            raise _StopNow
         self.trainer.interrupted = True
 
     def __exit__(self, *exc):
