@@ -114,7 +114,7 @@ def test_loading_builds_the_head_of_the_recorded_provider(site, work, run_b):
 def test_another_plugins_head_of_the_same_name_is_refused(site, work, run_b):
     proc, ran = zoo(site, work, "predict", run_b, work / "imgs" / "a" / "0.png", plugins="clash-a")
     assert error(proc) == (f"Error: {run_b} was trained with the head 'twin' of plugin 'zoo-clash-b', but here 'zoo-clash-a' "
-                           f"provides it: install 'zoo-clash-b' or uninstall 'zoo-clash-a'")
+                           f"provides it: run: zoo plugins install zoo-clash-b==0.1.0, or uninstall 'zoo-clash-a'")
     assert ran == []
     proc, ran = zoo(site, work, "finetune", f"local-dir:{run_b}", "--data", work / "imgs", "--img-size", "32", "--epochs", "1",
                     "--out", work / "never", plugins="clash-a")
