@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-TRIGGERS = ("freeze", "lr", "epochs", "img_size")  # giving any of these turns the recipe off
+TRIGGERS = ("freeze", "lr", "epochs", "img_size")  # giving any of these (or freeze options) turns the recipe off
 DEFAULTS = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # without a recipe
 STAGED_FROM = 50  # images per class from which staged fine-tuning beats a linear probe
 CPU_MAX_SIZE = 128  # px: a CPU fine-tune at 224 px costs ~3x the time of 128 px, for little gain on small images
@@ -65,7 +65,7 @@ def describe(recipe: dict) -> str:
 
 def resolve(config):
     """``config`` with every unset field filled: by the recipe when it applies, else by ``DEFAULTS``."""
-    if config.pretrained and all(getattr(config, k) is None for k in TRIGGERS):
+    if config.pretrained and all(getattr(config, k) is None for k in TRIGGERS) and not config.freeze_opts:
         recipe = choose(**facts(config))
         settings = {k: v for k, v in recipe.settings.items() if k != "aug" or config.aug is None}  # a given --aug stays
         return dataclasses.replace(config, **settings, recipe=recipe.record() | {"aug": settings.get("aug", config.aug)})
