@@ -715,3 +715,13 @@ def test_compile_trains_like_eager(tmp_path):
     worst = max(float((runs[True][k].float() - runs[False][k].float()).abs().max()) for k in runs[True])
     # Inductor fuses and reorders float sums: one epoch of SGD drifts by a few 1e-3 (3.7e-3 measured), not more.
     assert worst < 2e-2, worst
+
+
+def test_frozen_pass_runs_in_bf16_only_with_amp_auto_on_a_cpu_with_bf16_units():
+    from zoo import features
+
+    native = features.cpu_bf16()
+    assert features.pass_dtype("cpu", "auto", None) == (torch.bfloat16 if native else None)
+    assert features.pass_dtype("cpu", "off", None) is None  # --amp off: float32 everywhere
+    assert features.pass_dtype("cpu", "bf16", torch.bfloat16) == torch.bfloat16
+    assert features.pass_dtype("cuda", "auto", torch.bfloat16) == torch.bfloat16
