@@ -439,14 +439,15 @@ def test_unicode_class_names_are_kept_as_given(tmp_path, run):
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, head):
-    """Head-only, no augmentation: the frozen backbone runs once per image; the result is bit-identical."""
+    """Head-only, no augmentation: the frozen backbone runs once per image; in float32 the result is bit-identical
+    (with --amp auto a CPU with bf16 units runs the frozen pass in bf16: bench/features.py measures what that changes)."""
     from safetensors.torch import load_file
 
     from zoo.trainer import FinetuneConfig, Trainer
 
     def train(cache: bool):
         cfg = FinetuneConfig(backbone="test_resnet", data="digits", shots=10, pretrained=False, img_size=32, epochs=3, batch_size=16,
-                             aug="none", freeze="head-only", head=head, seed=4, feature_cache=cache)
+                             aug="none", freeze="head-only", head=head, seed=4, feature_cache=cache, amp="off")
         trainer = Trainer(cfg, out=tmp_path / f"{head}-{cache}")
         result = trainer.fit()
         return trainer, load_file(result.run_dir / "model.safetensors"), result.history
@@ -569,16 +570,45 @@ def test_compare_probes_models_without_a_single_classifier_module(tmp_path, monk
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2
 
 
-@pytest.mark.parametrize("change", [{"aug": "light"}, {"freeze": "none"}, {"freeze": "last-n"}, {"model_args": {"drop_rate": 0.2}},
-                                    {"ema_decay": 0.9}], ids=["aug", "full", "last-n", "dropout", "ema"])
-def test_feature_cache_stays_off_where_it_would_change_the_result(tmp_path, change):
+@pytest.mark.parametrize("change, kept", [({"aug": "light"}, {"val"}), ({"model_args": {"drop_rate": 0.2}}, {"val"}),
+                                          ({"freeze": "none"}, None), ({"freeze": "last-n"}, None), ({"ema_decay": 0.9}, None)],
+                         ids=["aug", "dropout", "full", "last-n", "ema"])
+def test_feature_cache_stays_off_where_it_would_change_the_result(tmp_path, change, kept):
+    """Augmentation and dropout change the training images' features, not the evaluation images' (eval mode, no augmentation)."""
     from zoo.trainer import FinetuneConfig, Trainer
 
     options = dict(backbone="test_resnet", data="synthetic:4", pretrained=False, img_size=32, epochs=1, batch_size=8, aug="none",
                    freeze="head-only") | change
     trainer = Trainer(FinetuneConfig(**options), out=tmp_path / "run")
     trainer.fit()
-    assert trainer.cache is None
+    assert (trainer.cache is None if kept is None else set(trainer.cache) - {"split"} == kept)
+
+
+def test_frozen_backbone_sees_the_evaluation_images_once_not_every_epoch(tmp_path):
+    """Head-only with augmentation: the backbone runs on the training images every epoch, on the held-out images once
+    (counted by a forward hook on the stem); the evaluation is the same as running the whole model every epoch."""
+    from zoo.plugins import get_plugins
+
+    seen = []
+
+    class Count:
+        @zoo.hookimpl
+        def zoo_on_train_start(self, trainer, config):
+            stem = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+            stem.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+
+    get_plugins().add(Count(), "count")
+    opts = dict(backbone="test_resnet", data="synthetic:8", pretrained=False, img_size=32, epochs=3, batch_size=8, aug="light",
+                freeze="head-only", amp="off", seed=0)
+    cached = zoo.finetune(out=tmp_path / "cached", **opts)
+    n_train, n_val = 32, 8  # synthetic:8 holds out a quarter more per class as its test split
+    assert cached.metrics["images"] == n_val
+    assert sum(seen) == 3 * n_train  # the evaluation images' features came from the cache, computed before training
+    seen.clear()
+    uncached = zoo.finetune(out=tmp_path / "uncached", feature_cache=False, **opts)
+    assert sum(seen) == 3 * (n_train + n_val)
+    assert [r["val_top1"] for r in cached.history] == [r["val_top1"] for r in uncached.history]
+    assert [r["val_loss"] for r in cached.history] == pytest.approx([r["val_loss"] for r in uncached.history], rel=1e-5)
 
 
 def test_decoded_images_are_cached_on_disk_and_any_change_decodes_again(tmp_path, monkeypatch):
@@ -686,3 +716,13 @@ def test_compile_trains_like_eager(tmp_path):
     worst = max(float((runs[True][k].float() - runs[False][k].float()).abs().max()) for k in runs[True])
     # Inductor fuses and reorders float sums: one epoch of SGD drifts by a few 1e-3 (3.7e-3 measured), not more.
     assert worst < 2e-2, worst
+
+
+def test_frozen_pass_runs_in_bf16_only_with_amp_auto_on_a_cpu_with_bf16_units():
+    from zoo import features
+
+    native = features.cpu_bf16()
+    assert features.pass_dtype("cpu", "auto", None) == (torch.bfloat16 if native else None)
+    assert features.pass_dtype("cpu", "off", None) is None  # --amp off: float32 everywhere
+    assert features.pass_dtype("cpu", "bf16", torch.bfloat16) == torch.bfloat16
+    assert features.pass_dtype("cuda", "auto", torch.bfloat16) == torch.bfloat16

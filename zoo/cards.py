@@ -64,6 +64,7 @@ def config_dict(trainer, metrics: dict | None = None) -> dict:
     zoo_section = {
         "head": {"name": cfg.head, "options": cfg.head_opts},
         "freeze": {"name": cfg.freeze, "options": cfg.freeze_opts},
+        "recipe": cfg.recipe,
         "backbone": {"name": cfg.backbone, "source": trainer.spec.source, "revision": trainer.spec.revision,
                      "pretrained": cfg.pretrained, "license": trainer.spec.meta.get("license")},
         "dataset": {"spec": cfg.data, "name": trainer.dataset.name, "fingerprint": trainer.dataset.fingerprint,

@@ -390,12 +390,12 @@ def _options(pairs, flag) -> dict:
 @click.option("--data", help="Data spec: a folder, a .csv, imagefolder:PATH, csv:FILE, fashion-mnist[:DIR], digits, synthetic.")
 @click.option("--head", help="Head name (zoo list heads). Default: linear.")
 @click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable.")
-@click.option("--freeze", help="Freeze policy (zoo list freeze). Default: none.")
+@click.option("--freeze", help="Freeze policy (zoo list freeze). Default: the default recipe's for a pretrained backbone, else none.")
 @click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable.")
 @click.option("--model-arg", multiple=True, metavar="K=V", help="Argument for timm.create_model (e.g. drop_path_rate=0.1), repeatable.")
-@click.option("--epochs", type=int)
+@click.option("--epochs", type=int, help="Default: the default recipe's for a pretrained backbone, else 5.")
 @click.option("--batch-size", type=int)
-@click.option("--lr", type=float, help="Peak learning rate (SGD).")
+@click.option("--lr", type=float, help="Peak learning rate (SGD). Default: the default recipe's for a pretrained backbone, else 0.05.")
 @click.option("--momentum", type=float)
 @click.option("--nesterov/--no-nesterov", default=None)
 @click.option("--weight-decay", type=float)
@@ -406,9 +406,9 @@ def _options(pairs, flag) -> dict:
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), help="auto: bf16 autocast on CUDA, off on CPU.")
 @click.option("--channels-last/--no-channels-last", default=None, help="Default: on for convolutional nets.")
 @click.option("--ema-decay", type=float, help="Keep an EMA of the weights with this decay (e.g. 0.999).")
-@click.option("--img-size", type=int, help="Input size (default: the backbone's pretrained size).")
+@click.option("--img-size", type=int, help="Input size (default: the default recipe's for a pretrained backbone, else its pretrained size).")
 @click.option("--crop-pct", type=float, help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image (default: the backbone's).")
-@click.option("--aug", type=click.Choice(["none", "light", "default"]), help="Training augmentation. Default: light.")
+@click.option("--aug", type=click.Choice(["none", "light", "default"]), help="Training augmentation. Default: the default recipe's, else light.")
 @click.option("--val-split", type=float, help="Share held out for validation when the data has no val/test split. Default 0.1.")
 @click.option("--shots", type=int, help="Use only N training images per class.")
 @click.option("--seed", type=int)
@@ -533,7 +533,7 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
     import yaml
 
     import zoo
-    from zoo import data, distributed, runs
+    from zoo import data, distributed, recipe, runs
     from zoo.registry import resolve
     from zoo.trainer import FinetuneConfig, default_out
 
@@ -546,6 +546,9 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
         config.validate()
         resolve(config.backbone)  # bad names and data fail here, once, before anything is written
         data.open_dataset(config.data)
+        config = recipe.resolve(config)  # the workers resume from run_config.yaml: the recipe is picked once, here
+        if config.recipe and not quiet:
+            click.echo(recipe.describe(config.recipe), err=True)
         run_dir = Path(out) if out else default_out(config)
         with runs.RunLock(run_dir):
             runs.refuse_existing_run(run_dir)
@@ -615,6 +618,10 @@ def _print_plan(p: dict, as_json: bool) -> None:
         return
     from rich.table import Table
 
+    if p.get("recipe"):
+        from zoo.recipe import describe
+
+        click.echo(shown(describe(p["recipe"])))
     table = Table(title=shown(f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs"), title_justify="left")
     for col in ("group", "params", "from epoch", "trainable", "lr scale", "norm layers"):
         table.add_column(col)

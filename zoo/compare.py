@@ -41,7 +41,8 @@ def probe_features(model, splits: list[data.Decoded], pre: data.Preprocess, mean
     layout = backbones.memory_format(model)
     model.to(memory_format=layout).eval()
     prepare = data.Normalize(tuple(mean), tuple(std), torch.device("cpu"), layout)
-    return [feature_cache.cached(part, d, pre, prepare, FinetuneConfig.batch_size, None).float().numpy() for d in splits]
+    dtype = feature_cache.pass_dtype("cpu", "auto", None)  # bf16 on CPUs with bf16 units
+    return [feature_cache.cached(part, d, pre, prepare, FinetuneConfig.batch_size, dtype).float().numpy() for d in splits]
 
 
 def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:

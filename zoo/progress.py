@@ -46,6 +46,10 @@ class ConsoleReporter(Reporter):
             if bar:
                 bar.stop()
 
+    def note(self, text: str):
+        if not self.quiet:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
     def start(self, trainer):
         if self.quiet:
             return

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo import backbones, data, distributed, features, freeze, runs
+from zoo import backbones, data, distributed, features, freeze, recipe, runs
 from zoo.errors import UsageError, ZooError, command
 from zoo.plugins import build, fire
 from zoo.registry import resolve
@@ -36,12 +36,12 @@ class FinetuneConfig:
     data: str
     head: str = "linear"
     head_opts: dict = field(default_factory=dict)
-    freeze: str = "none"
+    freeze: str | None = None  # None: the default recipe picks (zoo.recipe), else "none"
     freeze_opts: dict = field(default_factory=dict)
     model_args: dict = field(default_factory=dict)  # passed to timm.create_model (e.g. drop_path_rate)
-    epochs: int = 5
+    epochs: int | None = None  # None: the default recipe picks, else 5
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float | None = None  # None: the default recipe picks, else 0.05
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
@@ -52,9 +52,9 @@ class FinetuneConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: bool | None = None  # None: on for convolutional nets
     ema_decay: float | None = None
-    img_size: int | None = None
+    img_size: int | None = None  # None: the default recipe picks, else the backbone's pretrained size
     crop_pct: float | None = None  # None: the backbone's (timm's evaluation crop)
-    aug: str = "light"
+    aug: str | None = None  # None: the default recipe picks, else "light"
     val_split: float = 0.1
     shots: int | None = None
     seed: int = 0
@@ -67,6 +67,7 @@ class FinetuneConfig:
     save_every: int | None = None  # also checkpoint every N batches (an epoch's work is never all lost)
     feature_cache: bool = True  # a backbone frozen for the whole run computes each image's features once
     compile: bool = False  # torch.compile the training forward (worth it on GPUs; slow to start on CPUs)
+    recipe: dict | None = None  # what the default recipe picked and why (set by zoo.recipe.resolve; a record)
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
@@ -84,13 +85,13 @@ class FinetuneConfig:
             if not ok:
                 raise UsageError(message)
 
-        need(isinstance(self.epochs, int) and self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
+        need(self.epochs is None or isinstance(self.epochs, int) and self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
         need(isinstance(self.batch_size, int) and self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
-        need(isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        need(self.lr is None or isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}")
-        need(self.aug in data.AUGMENTATIONS, f"--aug must be one of {', '.join(data.AUGMENTATIONS)}, got '{self.aug}'")
+        need(self.aug is None or self.aug in data.AUGMENTATIONS, f"--aug must be one of {', '.join(data.AUGMENTATIONS)}, got '{self.aug}'")
         need(self.amp in ("auto", "bf16", "off"), f"--amp must be auto, bf16 or off, got '{self.amp}'")
         need(self.metric in ("top1", "loss"), f"--metric must be top1 or loss, got '{self.metric}'")
         need(self.img_size is None or 8 <= self.img_size <= 4096, f"--img-size must be between 8 and 4096, got {self.img_size}")
@@ -158,7 +159,12 @@ class Trainer:
     def __init__(self, config: FinetuneConfig, *, out: Path | None = None, resume: Path | None = None, reporter=None,
                  on_best: Callable[[Path], None] | None = None):
         config.validate()
-        self.config, self.reporter = config, reporter or Reporter(quiet=True)
+        self.reporter = reporter or Reporter(quiet=True)
+        if resume is None:  # a resumed run continues as its run_config.yaml says
+            config = recipe.resolve(config)
+            if config.recipe:
+                self.reporter.note(recipe.describe(config.recipe))
+        self.config = config
         self.should_stop = self.interrupted = False
         self.on_best = on_best
         self.resume_state = None
@@ -225,6 +231,7 @@ class Trainer:
         self._prepare = data.Normalize(self.data_cfg["mean"], self.data_cfg["std"], self.device, self.memory_format)
         self._keep_data_on_gpu()
         self.amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or cfg.amp == "auto" and self.device.type == "cuda") else None
+        self.feature_dtype = features.pass_dtype(self.device, cfg.amp, self.amp_dtype)  # of the frozen-feature pass
 
         # Optimizer: one SGD group per (parameter group, decay or not); lr is set every update.
         params = dict(self.model.named_parameters())
@@ -333,14 +340,22 @@ class Trainer:
         return features.autocast(self.device, self.amp_dtype)
 
     def _feature_cache(self) -> dict | None:
-        """Pooled features of every image, when the frozen part would compute exactly these every epoch."""
+        """Pooled features of the images the frozen part would compute exactly the same way every epoch.
+
+        The evaluation images' features never change while the backbone is frozen (evaluation runs in
+        eval mode, without augmentation): they are computed once. The training images' too, when
+        nothing random runs on them (no augmentation, no dropout or drop-path in the frozen part).
+        """
         cfg = self.config
-        if not cfg.feature_cache or cfg.aug != "none" or self.ema is not None or self.dist.enabled:
+        if not cfg.feature_cache or self.ema is not None or self.dist.enabled:
             return None
         if any(s.trainable for _, settings in self.schedule for s in settings[:-1]) or hasattr(self.policy, "trainable"):
             return None  # some backbone group trains in some epoch
         part = features.split(self.model)
-        if part is None or features.random_inside(part, self.model):
+        if part is None:
+            return None
+        train_too = cfg.aug == "none" and not features.random_inside(part, self.model)
+        if not train_too and self.val_data is None:
             return None
         frozen_norms = {id(m) for m in freeze.apply(self.model, self.groups, self.policy.settings(0, len(self.groups)), self.policy)}
         if any(isinstance(m, torch.nn.modules.batchnorm._NormBase) and id(m) not in frozen_norms for m in part.frozen):
@@ -351,11 +366,12 @@ class Trainer:
                 return None
             cached = {"split": part}
             for name, shown, decoded in (("train", "train", self.train_data), ("val", self.eval_split, self.val_data)):
-                if decoded is not None:
+                if decoded is not None and (name == "val" or train_too):
                     n = len(decoded.labels)
                     with self.reporter.work(f"frozen features of {n} {shown} images: once, not every epoch ...", n) as advance:
-                        cached[name] = features.cached(part, decoded, self.pre, self._prepare, cfg.batch_size, self.amp_dtype,
-                                                       advance).to(self.device)
+                        out = features.cached(part, decoded, self.pre, self._prepare, cfg.batch_size, self.feature_dtype, advance)
+                        # bf16 features of a float32 run (pass_dtype): the head trains and scores in the run's precision
+                        cached[name] = out.to(self.device, torch.float32 if self.amp_dtype is None else out.dtype)
             return cached
         finally:
             self.model.train()
@@ -393,7 +409,8 @@ class Trainer:
         while self.batch < self.batches_per_epoch:
             idx = order[self.batch * G:(self.batch + 1) * G]
             y = labels[idx]
-            if self.cache is not None:  # the frozen backbone's output, computed once (single process only)
+            cached = self.cache is not None and "train" in self.cache
+            if cached:  # the frozen backbone's output, computed once (single process only)
                 x = self.cache["train"][idx]
             else:
                 x = data.augment(images[idx], cfg.aug, self.aug_rng)
@@ -406,7 +423,7 @@ class Trainer:
             sync = net.no_sync() if world > 1 and not stepping else contextlib.nullcontext()
             with sync:
                 with self._autocast():
-                    logits = net(x) if self.cache is None else self.cache["split"].head(x)
+                    logits = self.cache["split"].head(x) if cached else net(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 # DDP averages gradients over processes; weighting by the slice's share keeps the mean per image exact.
                 (loss * (len(y) * world / len(idx)) / cfg.accum_steps).backward()
@@ -679,6 +696,9 @@ class Reporter:
             warn(f"skipped {len(decoded.skipped)} unreadable {name} file(s): {shown}{' ...' if len(decoded.skipped) > 3 else ''} (use --strict to fail instead)")
         return decoded
 
+    def note(self, text: str):
+        """A line worth showing before training (the default recipe's pick)."""
+
     def start(self, trainer): ...
 
     def batch(self, trainer, n, loss):
@@ -690,8 +710,9 @@ class Reporter:
 
 
 def plan(config: FinetuneConfig) -> dict:
-    """What ``--dry-run`` shows: parameter groups and the freeze schedule, without training."""
+    """What ``--dry-run`` shows: parameter groups and the freeze schedule (and the default recipe), without training."""
     config.validate()
+    config = recipe.resolve(config)
     spec = resolve(config.backbone)
     dataset = data.open_dataset(config.data)
     policy = build("freeze", config.freeze, **config.freeze_opts)
@@ -710,4 +731,4 @@ def plan(config: FinetuneConfig) -> dict:
                                    "norm": "train" if s[i].trainable else "frozen"} for epoch, s in changes]})
     trainable = any(s.trainable for _, settings in changes for s in settings)
     return {"backbone": spec.source, "classes": dataset.classes, "freeze": config.freeze, "epochs": config.epochs,
-            "groups": rows, "trainable": trainable}
+            "groups": rows, "trainable": trainable, "recipe": config.recipe}

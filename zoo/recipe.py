@@ -1,0 +1,92 @@
+"""The default recipe: how to fine-tune a pretrained backbone when the user does not say.
+
+It applies when a pretrained backbone is fine-tuned and none of ``freeze``, ``lr``, ``epochs``
+or ``img_size`` is given. It reads the data (training images per class, image size) and the
+backbone (pretrained input size, parameters) and picks one of two measured recipes
+(docs/finetuning.md, "The default recipe"):
+
+- ``linear-probe``: few images per class. Head only, on the frozen backbone's features computed
+  once (no augmentation, so the frozen-feature cache serves every epoch).
+- ``staged``: enough images per class. The head alone first, then the whole network with smaller
+  learning rates for earlier stages (the ``gradual`` policy: fastai's ``fine_tune`` with SGD).
+
+Anything the user gives is kept; the rest of the fields get zoo's fixed defaults (``DEFAULTS``).
+The pick is deterministic: the same data and backbone give the same recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+TRIGGERS = ("freeze", "lr", "epochs", "img_size")  # giving any of these (or freeze options) turns the recipe off
+DEFAULTS = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # without a recipe
+STAGED_FROM = 50  # images per class from which staged fine-tuning beats a linear probe
+CPU_MAX_SIZE = 128  # px: a CPU fine-tune at 224 px costs ~3x the time of 128 px, for little gain on small images
+CPU_MAX_STAGED_PARAMS_M = 25.0  # larger backbones stay a linear probe on a CPU (a full pass is too slow to train)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    settings: dict  # FinetuneConfig fields
+    why: str
+
+    def record(self) -> dict:
+        return {"name": self.name, **self.settings, "why": self.why}
+
+
+def choose(*, per_class: int, image_size: int, input_size: int, params_m: float | None, cuda: bool) -> Recipe:
+    """The recipe for this much data on this backbone (pure: no files, no torch)."""
+    size = input_size if cuda else min(input_size, CPU_MAX_SIZE)
+    size_why = (f"{size} px: the backbone's pretrained size" if size == input_size
+                else f"{size} px: the backbone's {input_size} px capped on a CPU")
+    if image_size < size:
+        size_why += f" (images of {image_size} px are upscaled)"
+    too_big = not cuda and (params_m or 0) > CPU_MAX_STAGED_PARAMS_M
+    if per_class < STAGED_FROM or too_big:
+        reason = (f"{per_class} training images per class (< {STAGED_FROM})" if per_class < STAGED_FROM
+                  else f"{params_m:g} M parameters on a CPU")
+        return Recipe("linear-probe", {"freeze": "head-only", "freeze_opts": {}, "epochs": 30, "lr": 0.01, "aug": "none",
+                                       "img_size": size},
+                      f"{reason}: train the head on cached frozen features; {size_why}")
+    return Recipe("staged", {"freeze": "gradual", "freeze_opts": {"k": 2, "decay": 0.5}, "epochs": 10, "lr": 0.01,
+                             "aug": "light", "img_size": size},
+                  f"{per_class} training images per class (>= {STAGED_FROM}): head first, then all layers at smaller rates "
+                  f"for earlier stages; {size_why}")
+
+
+def describe(recipe: dict) -> str:
+    """Two lines for the console: what was picked, and why."""
+    opts = "".join(f" {k}={v}" for k, v in recipe["freeze_opts"].items())
+    return (f"default recipe '{recipe['name']}': freeze {recipe['freeze']}{opts}, {recipe['epochs']} epochs, lr {recipe['lr']:g}, "
+            f"{recipe['img_size']} px, aug {recipe['aug']}\n  why: {recipe['why']} (give --freeze, --lr, --epochs or --img-size to choose)")
+
+
+def resolve(config):
+    """``config`` with every unset field filled: by the recipe when it applies, else by ``DEFAULTS``."""
+    if config.pretrained and all(getattr(config, k) is None for k in TRIGGERS) and not config.freeze_opts:
+        recipe = choose(**facts(config))
+        settings = {k: v for k, v in recipe.settings.items() if k != "aug" or config.aug is None}  # a given --aug stays
+        return dataclasses.replace(config, **settings, recipe=recipe.record() | {"aug": settings.get("aug", config.aug)})
+    return dataclasses.replace(config, **{k: v for k, v in DEFAULTS.items() if getattr(config, k) is None}, recipe=None)
+
+
+def facts(config) -> dict:
+    """What the recipe reads: training images per class, the images' size, the backbone's input size and parameters."""
+    import numpy as np
+    import torch
+
+    from zoo import data
+    from zoo.describe import backbone_info
+
+    info = backbone_info(config.backbone)
+    dataset = data.open_dataset(config.data)
+    train, _, _ = data.train_val(dataset, val_split=config.val_split, seed=config.seed, shots=config.shots)
+    per_class = int(np.median(np.bincount(train.labels, minlength=len(dataset.classes))))
+    picks = np.linspace(0, len(train) - 1, num=min(8, len(train))).astype(int)  # a few images, spread over the split
+    sizes = [min(train.load(int(i)).size) for i in picks]
+    input_size = int((info.get("input_size") or [3, 224, 224])[-1])
+    cuda = config.device.startswith("cuda") or config.device == "auto" and torch.cuda.is_available()
+    return {"per_class": per_class, "image_size": int(np.median(sizes)), "input_size": input_size,
+            "params_m": info.get("params_m"), "cuda": cuda}
