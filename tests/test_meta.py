@@ -75,3 +75,70 @@ def test_docs_site_builds_in_strict_mode(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "site" / "plugin-tutorial" / "index.html").is_file()
+
+
+def _all_commands():
+    """Every command, the ones plugins add (built-ins included) too: list_commands loads them."""
+    import click
+
+    from zoo.cli import cli
+
+    def walk(group, ctx, prefix):
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            sub = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+            yield f"{prefix} {name}", command, sub
+            if isinstance(command, click.Group):
+                yield from walk(command, sub, f"{prefix} {name}")
+
+    yield from walk(cli, cli.make_context("zoo", [], resilient_parsing=True), "zoo")
+
+
+def test_every_option_has_help_and_shows_its_default():
+    """One style: help says what an option does, click adds '[default: ...]'; no option hides its default."""
+    import enum
+
+    import click
+
+    from zoo.trainer import FinetuneConfig
+
+    fields = {f.name for f in __import__("dataclasses").fields(FinetuneConfig)} - {"backbone", "data"}
+    bad = []
+    for path, command, ctx in _all_commands():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.name in ("help", "version"):
+                continue
+            name = f"{path} {param.opts[-1]}"
+            if not (param.help or "").strip():
+                bad.append(f"{name}: no help")
+            if "default" in (param.help or "").lower():
+                bad.append(f"{name}: a hand-written default in its help")
+            default = param.get_default(ctx, call=False)
+            unset = default in (None, ()) or isinstance(default, enum.Enum)  # click's UNSET sentinel is an Enum member
+            has_default = not unset and not (param.is_flag and not param.secondary_opts and not default)
+            shown_default = "[default: " in (param.get_help_record(ctx) or ("", ""))[1]
+            if (has_default or (path == "zoo finetune" and param.name in fields)) and not shown_default:
+                bad.append(f"{name}: its default is not shown")
+    assert not bad, bad
+
+
+def test_finetune_defaults_are_the_configs():
+    """What --help shows is what a run gets: the CLI's defaults are FinetuneConfig's."""
+    import dataclasses
+
+    import click
+
+    from zoo.cli import cli
+    from zoo.trainer import FinetuneConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
+    options = {p.name: p for p in cli.commands["finetune"].params if isinstance(p, click.Option)}
+    wrong = {k: (options[k].default, v) for k, v in defaults.items() if k in options and v is not None and options[k].default != v}
+    assert not wrong, wrong
+    assert len([k for k, v in defaults.items() if k in options and v is not None]) >= 16
+    from zoo.recipe import TRIGGERS
+
+    for k in (*TRIGGERS, "aug"):  # left to the default recipe: --help says so, and what applies without it
+        assert defaults[k] is None and "default recipe" in options[k].show_default, k
+    compare = {p.name: p.default for p in cli.commands["compare"].params}
+    assert (compare["val_split"], compare["seed"]) == (defaults["val_split"], defaults["seed"])  # the same split as finetune

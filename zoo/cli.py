@@ -61,7 +61,38 @@ def _console():
     from rich.console import Console
 
     # No markup or emoji codes: a class or file name such as "[link=...]x" prints as written.
-    return Console(soft_wrap=False, markup=False, emoji=False)
+    # Piped output is read by grep and scripts: no width limit, so no row is wrapped.
+    return Console(soft_wrap=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 100_000)
+
+
+def _print_table(table, drop: tuple[str, ...] = ()) -> None:
+    """Print a rich table without ever splitting a word, a name or a path.
+
+    Columns made with ``no_wrap=True`` (names, sources, paths) keep their whole text; the others
+    wrap between words. When that does not fit the terminal, the columns whose headers are in
+    ``drop`` go, in that order; when it still does not fit, the table is printed at the width it
+    needs and the terminal wraps the lines.
+    """
+    from rich.cells import cell_len
+
+    console = _console()
+
+    def longest(text, whole: bool) -> int:
+        parts = str(text).splitlines() if whole else str(text).split()
+        return max((cell_len(p) for p in parts), default=0)
+
+    for column in table.columns:
+        column.min_width = max([longest(column.header, True)] + [longest(c, column.no_wrap) for c in column.cells])
+    table.min_width = max(longest(table.title or "", False), longest(table.caption or "", False))
+
+    def needed() -> int:
+        return console.measure(table, options=console.options.update_width(100_000)).minimum
+
+    for header in drop:
+        if needed() <= console.width:
+            break
+        table.columns[:] = [c for c in table.columns if c.header != header]
+    console.print(table, width=max(console.width, needed()), crop=False)
 
 
 def _json(obj) -> None:
@@ -83,7 +114,8 @@ def _import_torch() -> None:
         gc.enable()
 
 
-@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                                  "show_default": True})
 @click.version_option(__version__, prog_name="zoo")
 def cli():
     """zoo: pick a pretrained backbone, fine-tune it on your images, publish it.
@@ -142,24 +174,23 @@ def list_cmd(kind, pattern, all_, offline_only, as_json):
         return
     from rich.table import Table
 
-    console = _console()
     titles = {"backbones": "Backbones", "heads": "Heads", "freeze": "Freeze policies", "datasets": "Datasets"}
     for k, rows in out.items():
+        table = Table(title=titles[k], title_justify="left")
         if k == "backbones":
-            table = Table(title=titles[k], title_justify="left")
             for col in ("name", "source", "params (M)", "input", "license", "pretrained on", "offline", "provider"):
-                table.add_column(col, overflow="fold")
+                table.add_column(col, no_wrap=col in ("name", "source", "provider"))
             for r in rows:
                 _row(table, r["name"], r["source"], r.get("params_m"), r.get("input_size"), r.get("license"), r.get("pretrain"),
                      "yes" if r.get("offline") else "", r.get("provider"))
             table.caption, table.caption_justify = OFFLINE_LEGEND, "left"
+            _print_table(table, drop=("pretrained on", "source", "provider", "license", "input", "params (M)"))
         else:
-            table = Table(title=titles[k], title_justify="left")
             for col in ("name", "description", "provider"):
-                table.add_column(col, overflow="fold")
+                table.add_column(col, no_wrap=col != "description")
             for r in rows:
                 _row(table, r["name"], r["description"], r["provider"])
-        console.print(table)
+            _print_table(table, drop=("provider", "description"))
     if not any(out.values()):
         click.echo(f"nothing matches {shown(repr(pattern))}" if pattern else "nothing registered", err=True)
 
@@ -179,13 +210,16 @@ def _row(table, *cells) -> None:
 def info(name, as_json):
     """Show one backbone: source, parameters, input size, normalization, license.
 
-    Reads timm's pretrained configs and the registry; downloads no weights.
+    Reads timm's pretrained configs and the registry; downloads no weights. For a model zoo
+    trained (run directory, local-dir:PATH, hf-hub:ORG/NAME), also its classes, head, metrics
+    and the plugins it needs.
 
     \b
     Examples:
       zoo info resnet18
       zoo info convnext_tiny.fb_in1k
       zoo info hf-hub:timm/resnet50.a1_in1k --json
+      zoo info runs/photos-r18
     """
     import zoo
 
@@ -196,12 +230,36 @@ def info(name, as_json):
     from rich.table import Table
 
     table = Table(show_header=False, title=shown(data["name"]), title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
     for key, value in data.items():
-        if value not in (None, "", []):
-            _row(table, key, ", ".join(map(str, value)) if isinstance(value, list) else value)
-    _console().print(table)
+        if key == "label_names" and data.get("classes"):
+            continue  # the same list as "classes"
+        if value not in (None, "", [], {}) or key == "plugins":
+            _row(table, key, _info_value(key, value))
+    _print_table(table)
+
+
+def _info_value(key: str, value) -> str:
+    """One cell of ``zoo info``: lists joined, a head or freeze policy with its options, metrics and plugins in words."""
+    if key in ("head", "freeze"):
+        options = value.get("options")
+        options = ", ".join(f"{k}={v}" for k, v in options.items()) if isinstance(options, dict) else ""
+        return f"{value.get('name')}{f' ({options})' if options else ''}"
+    if key == "metrics":
+        per_class = value.get("per_class")
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list))) + (
+            f"; per class: {', '.join(f'{c} {_fmt(a)}' for c, a in per_class.items())}" if isinstance(per_class, dict) else "")
+    if key == "plugins":
+        return "; ".join(f"{p['name']} {p['version'] or ''} (provides {', '.join(map(str, p['provides'])) or '?'}): "
+                         + (f"installed ({p['installed']})" if p["installed"] else
+                            f"missing, install with: {p['install']}" if p["install"] else "not installed, not needed to load it")
+                         for p in value) or "none beyond zoo's built-ins"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 # -- plugins -------------------------------------------------------------------------------
@@ -239,11 +297,11 @@ def plugins_list(all_, as_json):
 
     table = Table()
     for col in ("name", "version", "hooks", "registered", "errors"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col in ("name", "version"))
     for r in rows:
         _row(table, r["name"], r["version"] or ("built-in" if r["builtin"] else ""), ", ".join(r["hooks"]),
              ", ".join(r["registered"]), "; ".join(r["errors"]))
-    _console().print(table)
+    _print_table(table, drop=("hooks",))
 
 
 def _pip(args: list[str]) -> None:
@@ -331,7 +389,7 @@ def _plugins_for_model(model: str, yes: bool) -> list[str]:
 
 @plugins.command("new")
 @click.argument("name")
-@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               help="Where to create the NAME folder.")
 def plugins_new(name, parent):
     """Write a working plugin skeleton: pyproject with the entry point, one head, a README, a test.
@@ -373,6 +431,17 @@ def plugins_uninstall(names, yes):
 
 
 # -- finetune / predict / evaluate ----------------------------------------------------------------
+def _finetune_defaults():
+    """FinetuneConfig's defaults, without importing torch (the trainer module does) for ``zoo --help``."""
+    import ast
+    import types
+
+    tree = ast.parse((Path(__file__).parent / "trainer.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FinetuneConfig")
+    return types.SimpleNamespace(**{n.target.id: ast.literal_eval(n.value) for n in cls.body
+                                    if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Constant)})
+
+
 def _options(pairs, flag) -> dict:
     import yaml
 
@@ -385,58 +454,70 @@ def _options(pairs, flag) -> dict:
     return out
 
 
+_D = _finetune_defaults()
+
+
 @cli.command()
 @click.argument("backbone", required=False)
-@click.option("--data", help="Data spec: a folder, a .csv, imagefolder:PATH, csv:FILE, fashion-mnist[:DIR], digits, synthetic.")
-@click.option("--head", help="Head name (zoo list heads). Default: linear.")
-@click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable.")
-@click.option("--freeze", help="Freeze policy (zoo list freeze). Default: the default recipe's for a pretrained backbone, else none.")
-@click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable.")
+@click.option("--data", help="Data spec: a folder, a .csv, imagefolder:PATH, csv:FILE, fashion-mnist[:DIR], digits, synthetic "
+              "(or a plugin's dataset); required unless --config or --resume gives it.")
+@click.option("--head", default=_D.head, help="Head name (zoo list heads).")
+@click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable; the value is read as YAML (hidden=128).")
+@click.option("--freeze", default=_D.freeze, show_default="the default recipe's for a pretrained backbone, else none", help="Freeze policy (zoo list freeze).")
+@click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable (n=2).")
 @click.option("--model-arg", multiple=True, metavar="K=V", help="Argument for timm.create_model (e.g. drop_path_rate=0.1), repeatable.")
-@click.option("--epochs", type=int, help="Default: the default recipe's for a pretrained backbone, else 5.")
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float, help="Peak learning rate (SGD). Default: the default recipe's for a pretrained backbone, else 0.05.")
-@click.option("--momentum", type=float)
-@click.option("--nesterov/--no-nesterov", default=None)
-@click.option("--weight-decay", type=float)
-@click.option("--warmup-epochs", type=float)
-@click.option("--label-smoothing", type=float)
-@click.option("--accum-steps", type=int, help="Gradient accumulation steps.")
-@click.option("--clip-grad", type=float, help="Clip the gradient norm to this value.")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), help="auto: bf16 autocast on CUDA, off on CPU.")
-@click.option("--channels-last/--no-channels-last", default=None, help="Default: on for convolutional nets.")
-@click.option("--ema-decay", type=float, help="Keep an EMA of the weights with this decay (e.g. 0.999).")
-@click.option("--img-size", type=int, help="Input size (default: the default recipe's for a pretrained backbone, else its pretrained size).")
-@click.option("--crop-pct", type=float, help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image (default: the backbone's).")
-@click.option("--aug", type=click.Choice(["none", "light", "default"]), help="Training augmentation. Default: the default recipe's, else light.")
-@click.option("--val-split", type=float, help="Share held out for validation when the data has no val/test split. Default 0.1.")
-@click.option("--shots", type=int, help="Use only N training images per class.")
-@click.option("--seed", type=int)
-@click.option("--metric", type=click.Choice(["top1", "loss"]), help="Metric that picks the best checkpoint.")
-@click.option("--patience", type=int, help="Stop after N epochs without improvement.")
-@click.option("--strict/--no-strict", default=None, help="Fail on unreadable images instead of skipping them.")
-@click.option("--no-pretrained", "pretrained", flag_value=False, default=None, help="Start from random weights.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/NAME-TIME).")
+@click.option("--epochs", type=int, default=_D.epochs, show_default="the default recipe's for a pretrained backbone, else 5", help="Number of epochs.")
+@click.option("--batch-size", type=int, default=_D.batch_size, help="Images per batch (per process with --nproc-per-node).")
+@click.option("--lr", type=float, default=_D.lr, show_default="the default recipe's for a pretrained backbone, else 0.05", help="Peak learning rate (SGD).")
+@click.option("--momentum", type=float, default=_D.momentum, help="SGD momentum.")
+@click.option("--nesterov/--no-nesterov", default=_D.nesterov, help="Nesterov momentum.")
+@click.option("--weight-decay", type=float, default=_D.weight_decay,
+              help="Weight decay (not applied to biases and normalization parameters).")
+@click.option("--warmup-epochs", type=float, default=_D.warmup_epochs,
+              help="Linear warm-up, in epochs (fractions allowed), before the cosine decay.")
+@click.option("--label-smoothing", type=float, default=_D.label_smoothing, help="Label smoothing, in [0, 1).")
+@click.option("--accum-steps", type=int, default=_D.accum_steps, help="Gradient accumulation steps.")
+@click.option("--clip-grad", type=float, show_default="off", help="Clip the gradient norm to this value.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=_D.amp, help="auto: bf16 autocast on CUDA, off on CPU.")
+@click.option("--channels-last/--no-channels-last", default=None, show_default="on for convolutional nets", help="Memory format.")
+@click.option("--ema-decay", type=float, show_default="off", help="Keep an EMA of the weights with this decay (e.g. 0.999).")
+@click.option("--img-size", type=int, show_default="the default recipe's for a pretrained backbone, else its pretrained size", help="Input size.")
+@click.option("--crop-pct", type=float, show_default="the backbone's",
+              help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image.")
+@click.option("--aug", type=click.Choice(["none", "light", "default"]), default=_D.aug, show_default="the default recipe's for a pretrained backbone, else light",
+              help="Training augmentation.")
+@click.option("--val-split", type=float, default=_D.val_split,
+              help="Share of each class held out for validation when the data has no val/test split (as zoo compare).")
+@click.option("--shots", type=int, show_default="all", help="Use only N training images per class.")
+@click.option("--seed", type=int, default=_D.seed, help="Seed of everything random (split, initialization, order).")
+@click.option("--metric", type=click.Choice(["top1", "loss"]), default=_D.metric, help="Metric that picks the best checkpoint.")
+@click.option("--patience", type=int, show_default="off", help="Stop after N epochs without improvement.")
+@click.option("--strict/--no-strict", default=_D.strict, help="Fail on unreadable images instead of skipping them.")
+@click.option("--pretrained/--no-pretrained", default=_D.pretrained, help="Start from the pretrained weights, or from random ones.")
+@click.option("--device", default=_D.device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), show_default="runs/BACKBONE-DATA-TIME", help="Run directory.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file with the same options (e.g. a run's run_config.yaml); flags override it.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue a run from checkpoints/last.pt.")
 @click.option("--dry-run", is_flag=True, help="Print the parameter groups and freeze schedule; do not train.")
 @click.option("--push-to-hub", "push_to_hub", metavar="ORG/NAME", help="Publish the run to this Hub repo (see zoo push).")
-@click.option("--hub-strategy", type=click.Choice(["end", "best"]), default="end", show_default=True,
+@click.option("--hub-strategy", type=click.Choice(["end", "best"]), default="end",
               help="With --push-to-hub: push when training ends, or also at every new best checkpoint.")
 @click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
-@click.option("--sync-bn/--no-sync-bn", default=None, help="With several processes: BatchNorm statistics over the global batch.")
-@click.option("--save-every", type=int, metavar="N", help="Also write checkpoints/last.pt every N batches.")
-@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the training forward (for GPUs; slow to start on CPUs).")
-@click.option("--feature-cache/--no-feature-cache", default=None,
-              help="Compute a frozen backbone's features once, not every epoch (default: on where it changes nothing).")
-@click.option("--nproc-per-node", type=int, metavar="N", help="Train with N processes on this machine, through torchrun "
+@click.option("--sync-bn/--no-sync-bn", default=_D.sync_bn, help="With several processes: BatchNorm statistics over the global batch.")
+@click.option("--save-every", type=int, metavar="N", show_default="only at the end of each epoch",
+              help="Also write checkpoints/last.pt every N batches.")
+@click.option("--compile/--no-compile", "compile", default=_D.compile,
+              help="torch.compile the training forward (for GPUs; slow to start on CPUs).")
+@click.option("--feature-cache/--no-feature-cache", default=_D.feature_cache,
+              help="Compute a frozen backbone's features once, not every epoch, where that changes nothing.")
+@click.option("--nproc-per-node", type=int, metavar="N", default=1, help="Train with N processes on this machine, through torchrun "
               "(--batch-size is per process).")
-@click.option("--nnodes", type=int, metavar="M", help="Number of machines taking part (each runs this command).")
-@click.option("--node-rank", type=int, metavar="R", help="This machine's rank, 0..M-1 (optional with --rdzv-endpoint).")
+@click.option("--nnodes", type=int, metavar="M", default=1, help="Number of machines taking part (each runs this command).")
+@click.option("--node-rank", type=int, metavar="R", show_default="from the rendezvous",
+              help="This machine's rank, 0..M-1 (optional with --rdzv-endpoint).")
 @click.option("--rdzv-endpoint", metavar="HOST:PORT", help="Rendezvous address every machine can reach (multi-node).")
-@click.option("--max-restarts", type=int, default=0, show_default=True,
+@click.option("--max-restarts", type=int, default=0,
               help="Restart failed workers up to N times; they continue from the last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -473,7 +554,8 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
             raise UsageError(f"--config {where}: not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
         if not isinstance(values, dict):
             raise UsageError(f"--config {config_file}: expected a mapping of options")
-    values.update({k: v for k, v in flags.items() if v is not None})
+    source = click.get_current_context().get_parameter_source  # an option's default never overrides --config or the resumed run
+    values.update({k: v for k, v in flags.items() if source(k) is not click.core.ParameterSource.DEFAULT})
     if backbone:
         values["backbone"] = backbone
     if head_opt:
@@ -509,12 +591,13 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
     elif not quiet:
         from rich.table import Table
 
-        table = Table(title=shown(f"done: {result.run_dir}"), title_justify="left", show_header=False)
+        click.echo(f"done: {shown(result.run_dir)}")  # a line of its own: a table title would wrap the path
+        table = Table(show_header=False)
         for key in ("top1", "top5", "loss", "epoch", "eval_split", "train_loss", "train_top1"):
             if key in summary:
                 v = summary[key]
                 _row(table, key, f"{v:.4f}" if isinstance(v, float) else v)
-        _console().print(table)
+        _print_table(table)
         if pushed is not None:
             _print_push(pushed)
             click.echo(f"predict with: {command('zoo', 'predict', 'hf-hub:' + pushed['repo_id'], 'IMAGE')}")
@@ -571,8 +654,8 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("repo_id", metavar="ORG/NAME")
 @click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
-@click.option("--revision", metavar="BRANCH", help="Push to this branch (created when missing). Default: main.")
-@click.option("--commit-message", metavar="MSG", help="Default: 'Upload RUN with zoo'.")
+@click.option("--revision", metavar="BRANCH", show_default="main", help="Push to this branch (created when missing).")
+@click.option("--commit-message", metavar="MSG", show_default="Upload RUN with zoo", help="Message of the commit.")
 @click.option("--with-checkpoints", is_flag=True, help="Also upload checkpoints/ (full training state, for resuming).")
 @click.option("--overwrite-card", is_flag=True, help="Replace a README.md that was edited by hand on the Hub.")
 @click.option("--dry-run", "dry_run", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
@@ -624,12 +707,12 @@ def _print_plan(p: dict, as_json: bool) -> None:
         click.echo(shown(describe(p["recipe"])))
     table = Table(title=shown(f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs"), title_justify="left")
     for col in ("group", "params", "from epoch", "trainable", "lr scale", "norm layers"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "group")
     for g in p["groups"]:
         for i, s in enumerate(g["schedule"]):
             _row(table, g["group"] if i == 0 else "", f"{g['params']:,}" if i == 0 else "", s["from_epoch"],
                           _trainable_cell(g, s), f"{s['lr_scale']:.3g}", f"{g['norm_layers']} {s['norm']}" if g["norm_layers"] else "-")
-    _console().print(table)
+    _print_table(table)
 
 
 def _trainable_cell(group: dict, setting: dict) -> str:
@@ -643,7 +726,7 @@ def _trainable_cell(group: dict, setting: dict) -> str:
 @cli.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", default=5, show_default=True, help="How many classes to show per image.")
+@click.option("--top-k", default=5, help="How many classes to show per image.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict(model, images, top_k, as_json):
     """Classify images with a saved model (run directory, local-dir:PATH or hf-hub:ORG/NAME).
@@ -688,22 +771,23 @@ def evaluate(model, data, as_json):
     console = _console()
     console.print(shown(f"{result['images']} images ({result['split']} split): top-1 {result['top1']:.4f}"), highlight=False)
     table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
-    table.add_column("class")
+    table.add_column("class", no_wrap=True)
     table.add_column("acc")
     for c in result["classes"]:
         table.add_column(shown(c[:8]), justify="right")
     for c, row in zip(result["classes"], result["confusion"]):
         _row(table, c, f"{result['per_class'][c]:.3f}", *row)
-    console.print(table)
+    _print_table(table)
 
 
 @cli.command()
 @click.argument("backbones", nargs=-1, required=True)
 @click.option("--data", required=True, help="Data spec, as for finetune.")
-@click.option("--shots", type=int, help="Use only N training images per class.")
-@click.option("--img-size", type=int, help="Input size for every candidate (default: each backbone's own).")
-@click.option("--val-split", type=float, default=0.2, show_default=True, help="Held-out share when the data has no val/test split.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shots", type=int, show_default="all", help="Use only N training images per class.")
+@click.option("--img-size", type=int, show_default="each backbone's own", help="Input size for every candidate.")
+@click.option("--val-split", type=float, default=0.1,
+              help="Share of each class held out for validation when the data has no val/test split (as zoo finetune).")
+@click.option("--seed", type=int, default=0, help="Seed of the split and the probe (as zoo finetune --seed).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare(backbones, data, shots, img_size, val_split, seed, as_json):
     """Rank backbones for your data by a quick linear probe on frozen features.
@@ -731,10 +815,10 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
 
     table = Table(title=shown(f"linear probe on {data}" + (f", {shots} shots per class" if shots else "")), title_justify="left")
     for col in ("rank", "backbone", "top-1", "seconds", "params (M)", "features"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "backbone")
     for i, c in enumerate(ranked, 1):
         _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
-    _console().print(table)
+    _print_table(table, drop=("features", "params (M)", "seconds"))
 
 
 # -- doctor ---------------------------------------------------------------------------------
@@ -762,9 +846,11 @@ def doctor(offline, as_json):
 
     def section(title, rows):
         table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column(no_wrap=True)
+        table.add_column()
         for key, value in rows:
             _row(table, key, value)
-        _console().print(table)
+        _print_table(table)
 
     section("versions", r["versions"].items())
     d = r["devices"]

@@ -57,7 +57,7 @@ def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
 
 
 def compare(names: list[str], *, data_spec: str, shots: int | None = None, img_size: int | None = None,
-            val_split: float = 0.2, seed: int = 0, progress=None) -> list[Candidate]:
+            val_split: float = 0.1, seed: int = 0, progress=None) -> list[Candidate]:
     """Rank backbones by linear-probe validation accuracy on ``data_spec`` (best first)."""
     from timm.data import resolve_data_config
 

@@ -1,4 +1,5 @@
-"""``zoo info``: what a backbone is, from timm's pretrained configs and the registry, no weights."""
+"""``zoo info``: what a backbone is, from timm's pretrained configs and the registry, no weights;
+for a model zoo trained (a run directory, a Hub repo), also what it was trained for and what it needs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def backbone_info(name: str) -> dict:
 
     spec = resolve(name)
     model_args: dict = {}
+    trained: dict = {}
     if spec.kind == "timm":
         pcfg = get_pretrained_cfg(spec.target)
         pcfg = pcfg.to_dict() if pcfg is not None else {}
@@ -36,6 +38,7 @@ def backbone_info(name: str) -> dict:
         arch, model_args, pcfg = model_config(folder, cfg)  # checked: nothing in it makes timm open a file
         pcfg.setdefault("num_classes", cfg.get("num_classes"))
         pcfg.setdefault("label_names", cfg.get("label_names"))
+        trained = trained_info(cfg, folder if spec.kind == "local-dir" else None)
     try:
         with torch.device("meta"):  # shapes only: no memory, no download
             model = timm.create_model(arch, pretrained=False, num_classes=pcfg.get("num_classes") or 1000, **model_args)
@@ -63,4 +66,48 @@ def backbone_info(name: str) -> dict:
         "top1": meta.get("top1"),
         "tags": meta.get("tags", []),
         "hf_hub_id": pcfg.get("hf_hub_id"),
+        **trained,
+    }
+
+
+def trained_info(cfg: dict, run_dir: Path | None) -> dict:
+    """What the "zoo" section of a model's config.json records: classes, head, freeze policy, data, metrics, plugins.
+
+    The section is data anyone can write: parts of the wrong shape are left out. A run directory
+    whose config.json has no metrics yet gives its best epoch from metrics.jsonl.
+    """
+    from zoo import cards, plugin_packages, runs
+
+    z = cfg.get("zoo")
+    if not isinstance(z, dict):
+        return {}
+
+    def part(key) -> dict:
+        value = z.get(key)
+        return value if isinstance(value, dict) else {}
+
+    metrics = part("metrics")
+    if not metrics and run_dir is not None:
+        try:
+            metrics = cards.metrics_from_history(runs.read_metrics(run_dir))
+        except (ValueError, TypeError, KeyError):
+            metrics = {}  # a damaged metrics.jsonl: info still answers
+    plugins = []
+    for record in z.get("plugins") if isinstance(z.get("plugins"), list) else []:
+        if isinstance(record, dict) and isinstance(record.get("name"), str) and record["name"] and not record.get("builtin"):
+            have = plugin_packages.installed(record)
+            plugins.append({"name": record["name"], "version": record.get("version"),
+                            "provides": plugin_packages.provides(record), "needed_to_load": plugin_packages.needed(record),
+                            "installed": have,
+                            "install": plugin_packages.install_hint(record) if have is None and plugin_packages.needed(record) else None})
+    backbone, dataset = part("backbone"), part("dataset")
+    classes = z.get("classes")
+    return {
+        "classes": [str(c) for c in classes] if isinstance(classes, list) else [],
+        "head": part("head"),
+        "freeze": part("freeze"),
+        "trained_from": backbone.get("source"),
+        "data": dataset.get("name") or dataset.get("spec"),
+        "metrics": metrics,
+        "plugins": plugins,
     }

@@ -168,48 +168,80 @@ def load_checkpoint(path: Path) -> dict:
         raise ZooError(f"checkpoint {path} is damaged or not a zoo checkpoint ({str(exc).splitlines()[0][:120]}); start a new run") from None
 
 
-def plot(run_dir: Path, history: list[dict], confusion, classes: list[str]) -> list[str]:
-    """loss.png, accuracy.png and confusion.png; returns the file names written."""
+def plot(run_dir: Path, history: list[dict], confusion, classes: list[str], *, best_epoch: int | None = None,
+         split: str | None = None, top1: float | None = None) -> list[str]:
+    """loss.png, accuracy.png and confusion.png; returns the file names written (see ``figures``)."""
+    written = []
+    for name, fig in figures(Path(run_dir).name, history, confusion, classes, best_epoch=best_epoch, split=split,
+                             top1=top1).items():
+        with atomic_path(run_dir / name) as tmp:
+            # The title in the PNG's metadata too: what a plot shows can be checked without looking at it.
+            fig.savefig(tmp, format="png", metadata={"Title": fig.axes[0].get_title()})
+        written.append(name)
+    return written
+
+
+def figures(run: str, history: list[dict], confusion, classes: list[str], *, best_epoch: int | None = None,
+            split: str | None = None, top1: float | None = None) -> dict:
+    """The plots of a run as matplotlib Figures, by file name.
+
+    Each title names the run; epochs are whole-number ticks; the best epoch (the saved model)
+    is a dashed line; the confusion matrix's title gives the split and accuracy, and each count
+    is black or white, whichever contrasts with its cell. Run and class names are data: control
+    characters are shown as escapes and "$...$" is not read as math.
+    """
     # Figure objects, not pyplot: no global state or GUI backend to change in the user's process.
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    written = []
+    run = shown(run)
+    out = {}
+
+    def width(title: str, at_least: float) -> float:  # inches: room for the longest title line at 10 pt
+        return max(at_least, 0.08 * max(map(len, title.splitlines())) + 0.6)
+
     epochs = [r["epoch"] for r in history]
     for name, keys, label in (("loss.png", ("train_loss", "val_loss"), "loss"), ("accuracy.png", ("train_top1", "val_top1"), "top-1 accuracy")):
-        fig = Figure(figsize=(5, 3.5), dpi=100)
+        title = f"{run}\n{label}"
+        fig = Figure(figsize=(width(title, 5), 3.5), dpi=100)
         ax = fig.subplots()
         for key in keys:
             values = [r.get(key) for r in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", label=key.replace("_", " "))
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1, label=f"best (saved): epoch {best_epoch}",
+                       gid="best-epoch")
+        ax.set_title(title, fontsize=10, parse_math=False)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        with atomic_path(run_dir / name) as tmp:
-            fig.savefig(tmp, format="png")
-        written.append(name)
+        out[name] = fig
     if confusion is not None:
         n = len(classes)
-        fig = Figure(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), dpi=100)
+        accuracy = f", top-1 {top1:.3f}" if top1 is not None else ""
+        title = f"{run}\nconfusion on the {shown(split or 'evaluation')} split{accuracy}"
+        fig = Figure(figsize=(width(title, max(4, 0.45 * n + 2)), max(3.5, 0.45 * n + 1.5)), dpi=100)
         ax = fig.subplots()
-        ax.imshow(confusion, cmap="Blues")
-        # Class names are data: control characters shown as escapes, "$...$" not read as math.
+        image = ax.imshow(confusion, cmap="Blues")
         labels = [shown(c) for c in classes]
         ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 0, fontsize=7, parse_math=False)
         ax.set_yticks(range(n), labels, fontsize=7, parse_math=False)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
+        ax.set_title(title, fontsize=10, parse_math=False)
         if n <= 15:
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, int(confusion[i][j]), ha="center", va="center", fontsize=7)
+                    r, g, b, _ = image.cmap(image.norm(confusion[i][j]))
+                    dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5  # the cell's luminance (Rec. 709 weights)
+                    ax.text(j, i, int(confusion[i][j]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.tight_layout()
-        with atomic_path(run_dir / "confusion.png") as tmp:
-            fig.savefig(tmp, format="png")
-        written.append("confusion.png")
-    return written
+        out["confusion.png"] = fig
+    return out
 
 
 def read_best(run_dir: Path) -> dict:

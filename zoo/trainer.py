@@ -602,7 +602,9 @@ class Trainer:
         state = runs.read_best(self.run_dir) if self.best is not None else freeze.export_state(self.policy, self._eval_model())
         runs.save_weights(self.run_dir / "model.safetensors", state)
         cards.write_config(self)
-        plots = runs.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes)
+        plots = runs.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes,
+                          best_epoch=self.best["epoch"] if self.best is not None else None, split=self.eval_split,
+                          top1=metrics.get("top1"))
         cards.write_model_card(self, metrics, plots)
         return Result(self.run_dir, metrics, self.history)
 
