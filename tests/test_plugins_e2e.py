@@ -236,6 +236,27 @@ def test_example_head_trains_and_epoch_hook_logs(example: Venv):
     assert probe.stdout.split() == ["WithHead", "10", "16.0", "(2,", "10)"], probe.stdout
 
 
+def test_finetune_from_a_plugin_head_run_keeps_its_head_and_image_size(example: Venv):
+    first, second = example.work / "run-cosine-first", example.work / "run-cosine-again"
+    common = ("--data", "digits", "--batch-size", "32", "--device", "cpu", "--head", "example-cosine", "--head-opt", "scale=16",
+              "--json")
+    trained = example.zoo("finetune", "test_resnet", "--no-pretrained", "--img-size", "40", "--epochs", "2",
+                          "--out", str(first), *common)
+    assert trained.returncode == 0, describe(trained)
+    before = json.loads(trained.stdout)["top1"]
+    assert before > 0.5, trained.stdout  # well above chance (0.1), so a re-initialised head shows
+    again = example.zoo("finetune", str(first), "--lr", "1e-6", "--epochs", "1", "--out", str(second), *common)
+    assert again.returncode == 0, describe(again)
+    assert abs(json.loads(again.stdout)["top1"] - before) < 0.05, (before, again.stdout)
+    sizes = [json.loads((run / "config.json").read_text())["pretrained_cfg"]["input_size"] for run in (first, second)]
+    assert sizes == [[3, 40, 40], [3, 40, 40]], sizes
+    same = example.run("-c", (
+        "import sys, torch; from safetensors.torch import load_file\n"
+        "a, b = (load_file(p + '/model.safetensors')['head.weight'] for p in sys.argv[1:])\n"
+        "print(torch.allclose(a, b, atol=1e-4))\n"), str(first), str(second))
+    assert same.stdout.strip() == "True", describe(same)
+
+
 def test_install_from_model_installs_what_the_run_needs(example: Venv):
     out = example.work / "run-needs"
     trained = example.zoo("finetune", "test_resnet", "--data", "digits", "--no-pretrained", "--img-size", "32", "--epochs", "1",
