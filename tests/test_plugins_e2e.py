@@ -173,8 +173,9 @@ def test_plugins_list_shows_version_and_hooks(example: Venv):
     assert ex["distribution"] == "zoo-example"
     assert ex["builtin"] is False
     assert ex["errors"] == []
-    assert set(ex["hooks"]) == {"zoo_register_heads", "zoo_register_backbones", "zoo_register_commands", "zoo_on_epoch_end"}
-    assert set(ex["registered"]) == {"heads:example-cosine", "backbones:example-net"}
+    assert set(ex["hooks"]) == {"zoo_register_heads", "zoo_register_backbones", "zoo_register_datasets", "zoo_register_commands",
+                                "zoo_on_epoch_end"}
+    assert set(ex["registered"]) == {"heads:example-cosine", "backbones:example-net", "datasets:npz"}
     assert not any(r["builtin"] for r in rows.values())
 
     everything = {r["name"] for r in example.zoo_json("plugins", "list", "--all")}
@@ -255,6 +256,34 @@ def test_finetune_from_a_plugin_head_run_keeps_its_head_and_image_size(example: 
         "a, b = (load_file(p + '/model.safetensors')['head.weight'] for p in sys.argv[1:])\n"
         "print(torch.allclose(a, b, atol=1e-4))\n"), str(first), str(second))
     assert same.stdout.strip() == "True", describe(same)
+
+
+def test_a_dataset_plugin_claims_a_file_extension(example: Venv):
+    digits = example.work / "digits.NPZ"  # extensions match whatever the case
+    made = example.run("-c", (
+        "import sys, numpy as np; from sklearn.datasets import load_digits\n"
+        "d = load_digits(); keep = d.target < 3\n"
+        "with open(sys.argv[1], 'wb') as f:\n"
+        "    np.savez(f, images=(d.images[keep] * 16).astype(np.uint8), labels=d.target[keep], classes=['zero', 'one', 'two'])\n"
+        ), str(digits))
+    assert made.returncode == 0, describe(made)
+    datasets = {d["name"]: d for d in example.zoo_json("list", "datasets")}
+    assert datasets["npz"]["extensions"] == [".npz"] and datasets["csv"]["extensions"] == [".csv"], datasets
+
+    for spec in (str(digits), f"npz:{digits}"):  # the bare file reaches the plugin, as npz:FILE does
+        plan = example.zoo_json("finetune", "test_resnet", "--data", spec, "--no-pretrained", "--dry-run")
+        assert plan["classes"] == ["zero", "one", "two"], plan
+
+    for typo in (f"nzp:{digits}", "nzp:missing.npz", "nzp"):
+        proc = example.zoo("finetune", "test_resnet", "--data", typo, "--dry-run")
+        assert proc.returncode == 2, describe(proc)
+        assert proc.stderr.strip() == "Error: unknown dataset 'nzp'. Did you mean: npz? Run 'zoo list datasets' to see them all.", \
+            describe(proc)
+
+    other = example.work / "notes.txt"
+    other.write_text("not images")
+    proc = example.zoo("finetune", "test_resnet", "--data", str(other), "--dry-run")
+    assert proc.returncode == 2 and "(.csv, .npz)" in proc.stderr and len(proc.stderr.splitlines()) == 1, describe(proc)
 
 
 def test_install_from_model_installs_what_the_run_needs(example: Venv):
@@ -369,6 +398,18 @@ def test_raising_hook_and_name_clash_are_reported(venv: Venv, only):
     assert datasets["digits"]["provider"] == "zoo.datasets"  # the built-in wins
     assert "impostor" not in datasets["digits"]["description"]
     assert datasets["raising-data"]["provider"] == "raising"
+
+    assert datasets["raising-data"]["extensions"] == [] and datasets["csv"]["extensions"] == [".csv"], datasets
+    ext = stderr_lines(proc, "'.csv'")
+    assert len(ext) == 1 and "using 'csv'" in ext[0] and "'raising-data' ('raising')" in ext[0], proc.stderr
+
+    # A policy whose settings() raises during training: one line naming the policy, the plugin and the method.
+    trained = venv.zoo("finetune", "test_resnet", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                       "--device", "cpu", "--freeze", "raising-freeze", "--out", str(venv.work / "run-raising-freeze"))
+    assert trained.returncode == 1 and "Traceback" not in trained.stderr, describe(trained)
+    errors = [ln for ln in trained.stderr.splitlines() if ln.startswith("Error:")]
+    assert errors == ["Error: freeze policy 'raising-freeze' (plugin 'raising') failed in settings(): "
+        "ZeroDivisionError: settings went wrong"], describe(trained)
 
     rows = {r["name"]: r for r in venv.zoo_json("plugins", "list")}
     assert any("zoo_register_heads" in e and "bad hook" in e for e in rows["raising"]["errors"]), rows["raising"]

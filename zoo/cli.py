@@ -135,7 +135,9 @@ def list_cmd(kind, pattern, all_, offline_only, as_json):
         else:
             from zoo.registry import _match
 
-            out[k] = [{"name": e.name, "description": e.description, "provider": e.plugin}
+            claimed = get_plugins().extensions() if k == "datasets" else {}
+            out[k] = [{"name": e.name, "description": e.description, "provider": e.plugin,
+                       **({"extensions": [x for x, n in claimed.items() if n == e.name]} if k == "datasets" else {})}
                       for e in get_plugins().collect(k).values() if not pattern or _match(pattern, e.name)]
     if as_json:
         _json(out if not kind else out[kind])
