@@ -328,8 +328,11 @@ def test_install_from_model_never_builds_a_package_a_record_points_at(venv: Venv
 
 
 def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: Venv):
-    made = venv.zoo("plugins", "new", "zoo-fresh", "--dir", str(venv.work))
+    made = venv.zoo("plugins", "new", "zoo-fresh")  # in the current folder
     assert made.returncode == 0, describe(made)
+    # "./": a bare "zoo-fresh" would make pip look for a package of that name on the index
+    assert made.stdout.strip() == ("created ./zoo-fresh: install it with: zoo plugins install ./zoo-fresh; "
+                                   "then run: python -m pytest ./zoo-fresh/tests"), describe(made)
     folder = venv.work / "zoo-fresh"
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
         "README.md", "pyproject.toml", "tests/conftest.py", "tests/test_zoo_fresh.py", "zoo_fresh.py"]
@@ -337,11 +340,14 @@ def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: V
     assert again.returncode == 2 and "already exists" in again.stderr, describe(again)
     bad = venv.zoo("plugins", "new", "Zoo_Fresh!", "--dir", str(venv.work))
     assert bad.returncode == 2 and "must be lowercase" in bad.stderr, describe(bad)
-    installed = venv.zoo("plugins", "install", str(folder))
+    untested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "./zoo-fresh/tests")
+    assert untested.returncode == 1 and f"zoo-fresh is not installed in {venv.root}: install it with 'zoo plugins install PATH'" \
+        in untested.stdout + untested.stderr, describe(untested)
+    installed = venv.zoo("plugins", "install", "./zoo-fresh")  # the command the hint printed, run where it was printed
     assert installed.returncode == 0, describe(installed)
     try:
         assert "fresh-linear" in {h["name"] for h in venv.zoo_json("list", "heads")}
-        tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests"))
+        tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "./zoo-fresh/tests")
         assert tested.returncode == 0 and "2 passed" in tested.stdout, describe(tested)
     finally:
         venv.uninstall("zoo-fresh")

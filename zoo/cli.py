@@ -346,8 +346,9 @@ def plugins_new(name, parent):
     from zoo.plugin_packages import new_plugin
 
     folder = new_plugin(name, parent)
-    click.echo(f"created {shown(folder)}: install it with: {command('zoo', 'plugins', 'install', folder)}; then run: "
-               f"{command('python', '-m', 'pytest', folder / 'tests')}")
+    where = str(folder) if folder.is_absolute() else f"./{folder.as_posix()}"  # pip reads a bare name as a package on the index
+    click.echo(f"created {shown(where)}: install it with: {command('zoo', 'plugins', 'install', where)}; then run: "
+               f"{command('python', '-m', 'pytest', where + '/tests')}")
 
 
 @plugins.command("uninstall")
