@@ -75,3 +75,18 @@ def test_docs_site_builds_in_strict_mode(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "site" / "plugin-tutorial" / "index.html").is_file()
+
+
+def test_the_command_table_lists_every_command():
+    import re
+
+    import click
+
+    from zoo.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = _section(text, "The `zoo` command")
+    listed = re.findall(r"^\| \[`(zoo [a-z -]+)`\]\(#([a-z-]+)\) \|", table, re.M)
+    commands = [path for path, command in _commands(cli) if not isinstance(command, click.Group)]
+    assert sorted(path for path, _ in listed) == sorted(commands)
+    assert all(anchor == path.replace(" ", "-") for path, anchor in listed), listed

@@ -61,7 +61,8 @@ class Dataset:
 
 
 def array_split(images: np.ndarray, labels: np.ndarray, tag: str) -> Split:
-    """A split over in-memory uint8 images (N,H,W) or (N,H,W,C)."""
+    """A split over in-memory uint8 images (N,H,W) or (N,H,W,C). ``tag`` names the arrays in messages
+    (image i is ``tag[i]``, e.g. a file that fails to decode) and is part of the split's fingerprint."""
     from PIL import Image
 
     labels = np.asarray(labels, dtype=np.int64)
