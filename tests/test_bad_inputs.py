@@ -312,6 +312,17 @@ def case_unknown_dataset_name(tmp, good_run):
 
 
 @case
+def case_misspelt_dataset_name_before_a_colon(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", f"csvv:{tmp / 'labels.csv'}", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_data_file_no_dataset_reads(tmp, good_run):
+    (tmp / "notes.txt").write_text("not images")
+    return Call(["finetune", "test_resnet", "--data", tmp / "notes.txt", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
 def case_fashion_mnist_folder_missing(tmp, good_run):
     return Call(["finetune", "test_resnet", "--data", f"fashion-mnist:{tmp / 'fm'}", *TINY, "--out", tmp / "out"], out=tmp / "out")
 

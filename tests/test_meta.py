@@ -142,3 +142,18 @@ def test_finetune_defaults_are_the_configs():
         assert defaults[k] is None and "default recipe" in options[k].show_default, k
     compare = {p.name: p.default for p in cli.commands["compare"].params}
     assert (compare["val_split"], compare["seed"]) == (defaults["val_split"], defaults["seed"])  # the same split as finetune
+
+
+def test_the_command_table_lists_every_command():
+    import re
+
+    import click
+
+    from zoo.cli import cli
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = _section(text, "The `zoo` command")
+    listed = re.findall(r"^\| \[`(zoo [a-z -]+)`\]\(#([a-z-]+)\) \|", table, re.M)
+    commands = [path for path, command in _commands(cli) if not isinstance(command, click.Group)]
+    assert sorted(path for path, _ in listed) == sorted(commands)
+    assert all(anchor == path.replace(" ", "-") for path, anchor in listed), listed

@@ -173,8 +173,9 @@ def test_plugins_list_shows_version_and_hooks(example: Venv):
     assert ex["distribution"] == "zoo-example"
     assert ex["builtin"] is False
     assert ex["errors"] == []
-    assert set(ex["hooks"]) == {"zoo_register_heads", "zoo_register_backbones", "zoo_register_commands", "zoo_on_epoch_end"}
-    assert set(ex["registered"]) == {"heads:example-cosine", "backbones:example-net"}
+    assert set(ex["hooks"]) == {"zoo_register_heads", "zoo_register_backbones", "zoo_register_datasets", "zoo_register_commands",
+                                "zoo_on_epoch_end"}
+    assert set(ex["registered"]) == {"heads:example-cosine", "backbones:example-net", "datasets:npz"}
     assert not any(r["builtin"] for r in rows.values())
 
     everything = {r["name"] for r in example.zoo_json("plugins", "list", "--all")}
@@ -236,6 +237,55 @@ def test_example_head_trains_and_epoch_hook_logs(example: Venv):
     assert probe.stdout.split() == ["WithHead", "10", "16.0", "(2,", "10)"], probe.stdout
 
 
+def test_finetune_from_a_plugin_head_run_keeps_its_head_and_image_size(example: Venv):
+    first, second = example.work / "run-cosine-first", example.work / "run-cosine-again"
+    common = ("--data", "digits", "--batch-size", "32", "--device", "cpu", "--head", "example-cosine", "--head-opt", "scale=16",
+              "--json")
+    trained = example.zoo("finetune", "test_resnet", "--no-pretrained", "--img-size", "40", "--epochs", "2",
+                          "--out", str(first), *common)
+    assert trained.returncode == 0, describe(trained)
+    before = json.loads(trained.stdout)["top1"]
+    assert before > 0.5, trained.stdout  # well above chance (0.1), so a re-initialised head shows
+    again = example.zoo("finetune", str(first), "--lr", "1e-6", "--epochs", "1", "--out", str(second), *common)
+    assert again.returncode == 0, describe(again)
+    assert abs(json.loads(again.stdout)["top1"] - before) < 0.05, (before, again.stdout)
+    sizes = [json.loads((run / "config.json").read_text())["pretrained_cfg"]["input_size"] for run in (first, second)]
+    assert sizes == [[3, 40, 40], [3, 40, 40]], sizes
+    same = example.run("-c", (
+        "import sys, torch; from safetensors.torch import load_file\n"
+        "a, b = (load_file(p + '/model.safetensors')['head.weight'] for p in sys.argv[1:])\n"
+        "print(torch.allclose(a, b, atol=1e-4))\n"), str(first), str(second))
+    assert same.stdout.strip() == "True", describe(same)
+
+
+def test_a_dataset_plugin_claims_a_file_extension(example: Venv):
+    digits = example.work / "digits.NPZ"  # extensions match whatever the case
+    made = example.run("-c", (
+        "import sys, numpy as np; from sklearn.datasets import load_digits\n"
+        "d = load_digits(); keep = d.target < 3\n"
+        "with open(sys.argv[1], 'wb') as f:\n"
+        "    np.savez(f, images=(d.images[keep] * 16).astype(np.uint8), labels=d.target[keep], classes=['zero', 'one', 'two'])\n"
+        ), str(digits))
+    assert made.returncode == 0, describe(made)
+    datasets = {d["name"]: d for d in example.zoo_json("list", "datasets")}
+    assert datasets["npz"]["extensions"] == [".npz"] and datasets["csv"]["extensions"] == [".csv"], datasets
+
+    for spec in (str(digits), f"npz:{digits}"):  # the bare file reaches the plugin, as npz:FILE does
+        plan = example.zoo_json("finetune", "test_resnet", "--data", spec, "--no-pretrained", "--dry-run")
+        assert plan["classes"] == ["zero", "one", "two"], plan
+
+    for typo in (f"nzp:{digits}", "nzp:missing.npz", "nzp"):
+        proc = example.zoo("finetune", "test_resnet", "--data", typo, "--dry-run")
+        assert proc.returncode == 2, describe(proc)
+        assert proc.stderr.strip() == "Error: unknown dataset 'nzp'. Did you mean: npz? Run 'zoo list datasets' to see them all.", \
+            describe(proc)
+
+    other = example.work / "notes.txt"
+    other.write_text("not images")
+    proc = example.zoo("finetune", "test_resnet", "--data", str(other), "--dry-run")
+    assert proc.returncode == 2 and "(.csv, .npz)" in proc.stderr and len(proc.stderr.splitlines()) == 1, describe(proc)
+
+
 def test_install_from_model_installs_what_the_run_needs(example: Venv):
     out = example.work / "run-needs"
     trained = example.zoo("finetune", "test_resnet", "--data", "digits", "--no-pretrained", "--img-size", "32", "--epochs", "1",
@@ -278,8 +328,11 @@ def test_install_from_model_never_builds_a_package_a_record_points_at(venv: Venv
 
 
 def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: Venv):
-    made = venv.zoo("plugins", "new", "zoo-fresh", "--dir", str(venv.work))
+    made = venv.zoo("plugins", "new", "zoo-fresh")  # in the current folder
     assert made.returncode == 0, describe(made)
+    # "./": a bare "zoo-fresh" would make pip look for a package of that name on the index
+    assert made.stdout.strip() == ("created ./zoo-fresh: install it with: zoo plugins install ./zoo-fresh; "
+                                   "then run: python -m pytest ./zoo-fresh/tests"), describe(made)
     folder = venv.work / "zoo-fresh"
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
         "README.md", "pyproject.toml", "tests/conftest.py", "tests/test_zoo_fresh.py", "zoo_fresh.py"]
@@ -287,11 +340,14 @@ def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: V
     assert again.returncode == 2 and "already exists" in again.stderr, describe(again)
     bad = venv.zoo("plugins", "new", "Zoo_Fresh!", "--dir", str(venv.work))
     assert bad.returncode == 2 and "must be lowercase" in bad.stderr, describe(bad)
-    installed = venv.zoo("plugins", "install", str(folder))
+    untested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "./zoo-fresh/tests")
+    assert untested.returncode == 1 and f"zoo-fresh is not installed in {venv.root}: install it with 'zoo plugins install PATH'" \
+        in untested.stdout + untested.stderr, describe(untested)
+    installed = venv.zoo("plugins", "install", "./zoo-fresh")  # the command the hint printed, run where it was printed
     assert installed.returncode == 0, describe(installed)
     try:
         assert "fresh-linear" in {h["name"] for h in venv.zoo_json("list", "heads")}
-        tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests"))
+        tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "./zoo-fresh/tests")
         assert tested.returncode == 0 and "2 passed" in tested.stdout, describe(tested)
     finally:
         venv.uninstall("zoo-fresh")
@@ -348,6 +404,18 @@ def test_raising_hook_and_name_clash_are_reported(venv: Venv, only):
     assert datasets["digits"]["provider"] == "zoo.datasets"  # the built-in wins
     assert "impostor" not in datasets["digits"]["description"]
     assert datasets["raising-data"]["provider"] == "raising"
+
+    assert datasets["raising-data"]["extensions"] == [] and datasets["csv"]["extensions"] == [".csv"], datasets
+    ext = stderr_lines(proc, "'.csv'")
+    assert len(ext) == 1 and "using 'csv'" in ext[0] and "'raising-data' ('raising')" in ext[0], proc.stderr
+
+    # A policy whose settings() raises during training: one line naming the policy, the plugin and the method.
+    trained = venv.zoo("finetune", "test_resnet", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                       "--device", "cpu", "--freeze", "raising-freeze", "--out", str(venv.work / "run-raising-freeze"))
+    assert trained.returncode == 1 and "Traceback" not in trained.stderr, describe(trained)
+    errors = [ln for ln in trained.stderr.splitlines() if ln.startswith("Error:")]
+    assert errors == ["Error: freeze policy 'raising-freeze' (plugin 'raising') failed in settings(): "
+        "ZeroDivisionError: settings went wrong"], describe(trained)
 
     rows = {r["name"]: r for r in venv.zoo_json("plugins", "list")}
     assert any("zoo_register_heads" in e and "bad hook" in e for e in rows["raising"]["errors"]), rows["raising"]

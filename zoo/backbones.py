@@ -61,7 +61,8 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
 
     A model folder or Hub repo is read by zoo, never by timm: its config.json is checked
     (:func:`model_config`) and its weights come only from model.safetensors (:func:`read_weights`).
-    A saved model's classifier is kept only when ``classes`` are the ones it was trained on.
+    A saved model's classifier (timm's own, or a plugin head when ``head`` and ``head_opts`` are the ones it
+    was trained with) is kept only when ``classes`` are the ones it was trained on.
     """
     import timm
 
@@ -78,8 +79,14 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
         return build("heads", head, model, num_classes, **(head_opts or {}))
     folder = _folder(spec, weights=pretrained)
     cfg = read_config(folder)
-    if pretrained and ((cfg.get("zoo") or {}).get("head") or {}).get("name", "linear") != "linear":
-        model = timm_model(load_folder(folder).model)  # a zoo run with a plugin head: keep its backbone
+    saved_head = (cfg.get("zoo") or {}).get("head") or {"name": "linear", "options": {}}
+    same_classes = classes is None or cfg.get("label_names") == list(classes)
+    if pretrained and saved_head["name"] != "linear":  # a zoo run with a plugin head
+        loaded = load_folder(folder).model
+        if (saved_head["name"], saved_head.get("options") or {}) == (head, head_opts or {}) and same_classes \
+                and int(cfg.get("num_classes") or 0) == num_classes:
+            return loaded  # the same head for the same classes: keep it, trained weights and all
+        model = timm_model(loaded)  # another head or other classes: keep the backbone, build a new head
     else:
         state = read_weights(folder / "model.safetensors") if pretrained else None
         try:
@@ -88,7 +95,7 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
             raise
         except Exception as exc:  # noqa: BLE001
             raise _build_error(spec, pretrained, exc) from None
-        if pretrained and classes is not None and cfg.get("label_names") != list(classes):
+        if pretrained and not same_classes:
             model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
     return build("heads", head, model, num_classes, **(head_opts or {}))
 

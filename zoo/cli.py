@@ -167,7 +167,9 @@ def list_cmd(kind, pattern, all_, offline_only, as_json):
         else:
             from zoo.registry import _match
 
-            out[k] = [{"name": e.name, "description": e.description, "provider": e.plugin}
+            claimed = get_plugins().extensions() if k == "datasets" else {}
+            out[k] = [{"name": e.name, "description": e.description, "provider": e.plugin,
+                       **({"extensions": [x for x, n in claimed.items() if n == e.name]} if k == "datasets" else {})}
                       for e in get_plugins().collect(k).values() if not pattern or _match(pattern, e.name)]
     if as_json:
         _json(out if not kind else out[kind])
@@ -402,8 +404,9 @@ def plugins_new(name, parent):
     from zoo.plugin_packages import new_plugin
 
     folder = new_plugin(name, parent)
-    click.echo(f"created {shown(folder)}: install it with: {command('zoo', 'plugins', 'install', folder)}; then run: "
-               f"{command('python', '-m', 'pytest', folder / 'tests')}")
+    where = str(folder) if folder.is_absolute() else f"./{folder.as_posix()}"  # pip reads a bare name as a package on the index
+    click.echo(f"created {shown(where)}: install it with: {command('zoo', 'plugins', 'install', where)}; then run: "
+               f"{command('python', '-m', 'pytest', where + '/tests')}")
 
 
 @plugins.command("uninstall")

@@ -61,7 +61,8 @@ class Dataset:
 
 
 def array_split(images: np.ndarray, labels: np.ndarray, tag: str) -> Split:
-    """A split over in-memory uint8 images (N,H,W) or (N,H,W,C)."""
+    """A split over in-memory uint8 images (N,H,W) or (N,H,W,C). ``tag`` names the arrays in messages
+    (image i is ``tag[i]``, e.g. a file that fails to decode) and is part of the split's fingerprint."""
     from PIL import Image
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -83,23 +84,29 @@ def file_split(paths: Sequence[Path], labels: Sequence[int]) -> Split:
 
 # -- opening a data spec ---------------------------------------------------------------
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``name[:arg]``; a bare folder means ``imagefolder:``, a bare ``.csv`` means ``csv:``."""
-    from zoo.plugins import get_plugins
+    """``name[:arg]``; a bare folder means ``imagefolder:``, a bare file with an extension a dataset
+    claims (``.csv``, a plugin's ``.npz``) means that dataset."""
+    from zoo.plugins import _NAME, get_plugins, lookup
 
+    datasets = get_plugins().collect("datasets")
     name, sep, arg = spec.partition(":")
-    if sep and name in get_plugins().collect("datasets"):
+    if sep and name in datasets:
         return name, arg or None
-    if spec in get_plugins().collect("datasets"):
+    if spec in datasets:
         return spec, None
     path = Path(spec).expanduser()
-    if spec.lower().endswith(".csv"):
-        return "csv", spec
+    if sep and len(name) > 1 and _NAME.match(name) and not path.exists():  # "nzp:x.npz": a misspelt dataset name
+        lookup("datasets", name)  # raises with suggestions
+    claimed = get_plugins().extensions()
+    ext = max((e for e in claimed if spec.lower().endswith(e)), key=len, default=None)
+    if ext is not None:
+        return claimed[ext], spec
     if path.is_dir():
         return "imagefolder", spec
     if path.exists() or os.sep in spec or spec.startswith("."):
-        raise UsageError(f"data '{spec}' is neither an image folder nor a .csv file")
-    from zoo.plugins import lookup
-
+        kinds = ", ".join(sorted(claimed))
+        raise UsageError(f"data '{spec}' is neither an image folder nor a file of a type a dataset reads ({kinds}): "
+                         f"give one of those, or NAME[:ARG] (see 'zoo list datasets')")
     lookup("datasets", name)  # raises with suggestions
     raise AssertionError("unreachable")
 

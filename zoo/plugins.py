@@ -165,6 +165,7 @@ class Plugins:
             return self._collected[kind]
         entries: dict[str, Entry] = {}
         claims: dict[str, list[Entry]] = {}
+        extensions: dict[str, Entry] = {}  # datasets: the file extensions they claim (".csv")
         current = {"plugin": ""}
 
         def register(name, obj=None, /, *, description: str = "", **meta) -> None:
@@ -177,6 +178,8 @@ class Plugins:
                     raise ValueError(f"backbone {name!r} needs a source string, got {type(obj).__name__}")
             elif not callable(obj):
                 raise ValueError(f"{kind} {name!r} needs a factory, got {type(obj).__name__}")
+            if kind == "datasets" and "extensions" in meta:
+                meta["extensions"] = _extensions(name, meta["extensions"])
             entry = Entry(name, obj, plugin, str(description or ""), meta)
             claims.setdefault(name, []).append(entry)
             if name in entries:
@@ -187,12 +190,25 @@ class Plugins:
                 return
             entries[name] = entry
             self.info[plugin].__dict__.setdefault("registered", []).append(f"{kind}:{name}")
+            for ext in entry.meta.get("extensions", ()):
+                if ext in extensions:
+                    warn(f"file extension '{ext}' is claimed by datasets '{extensions[ext].name}' ('{extensions[ext].plugin}') "
+                         f"and '{name}' ('{plugin}'); using '{extensions[ext].name}' (the first registration wins)")
+                else:
+                    extensions[ext] = entry
 
         for impl in self._impls(KINDS[kind]):
             current["plugin"] = impl.plugin_name
             self.call_one(impl, KINDS[kind], register=register)
         self._collected[kind], self._claims[kind] = entries, claims
+        if kind == "datasets":
+            self._extensions = {ext: e.name for ext, e in extensions.items()}
         return entries
+
+    def extensions(self) -> dict[str, str]:
+        """The file extensions datasets claim (lower case, with the dot), each with the dataset that claims it."""
+        self.collect("datasets")
+        return self._extensions
 
     def claims(self, kind: str, name: str) -> list[Entry]:
         """Every registration of ``name``: the one in use first, then those it shadows."""
@@ -268,7 +284,39 @@ def build_entry(kind: str, entry: Entry, *args, **kwargs) -> Any:
     expected = _expected_result(kind, result)
     if expected:
         raise ZooError(f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}') returned {type(result).__name__}, not {expected}")
-    return result
+    return Guarded(result, f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}')") if kind == "freeze" else result
+
+
+def _extensions(name: str, value) -> tuple[str, ...]:
+    """A dataset's claimed file extensions, checked: a list of strings such as ".npz" (kept in lower case)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and re.fullmatch(r"(\.[A-Za-z0-9_-]+)+", v) for v in value):
+        raise ValueError(f"dataset {name!r}: extensions must be a list such as ['.npz'], got {value!r}")
+    return tuple(v.lower() for v in value)
+
+
+class Guarded:
+    """A plugin's object (a freeze policy) whose methods, called later during training, fail in one line
+    naming the plugin, as its factory does. Attributes it lacks are missing here too (hasattr works)."""
+
+    def __init__(self, obj: Any, label: str):
+        self._obj, self._label = obj, label
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._obj, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            from zoo.errors import ZooError
+
+            try:
+                return value(*args, **kwargs)
+            except ZooError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not shown as a traceback
+                raise ZooError(f"{self._label} failed in {attr}(): {type(exc).__name__}: {exc}") from None
+
+        return call
 
 
 def _expected_result(kind: str, result: Any) -> str | None:

@@ -30,7 +30,8 @@ def plugin_fixtures(distribution: str, entry_point: str) -> dict:
         try:
             metadata.distribution(distribution)
         except metadata.PackageNotFoundError:
-            pytest.exit(f"{distribution} is not installed here: run 'zoo plugins install plugins/{distribution}' first", returncode=1)
+            pytest.exit(f"{distribution} is not installed in {sys.prefix}: install it with 'zoo plugins install PATH', "
+                        f"PATH being its folder (the one with pyproject.toml; '.' from there), then test again", returncode=1)
 
     @pytest.fixture(autouse=True)
     def isolated(tmp_path_factory, monkeypatch):

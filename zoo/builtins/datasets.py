@@ -20,7 +20,7 @@ SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test
 @hookimpl
 def zoo_register_datasets(register):
     register("imagefolder", imagefolder, description="imagefolder:PATH - one subfolder per class (train/ and val/ or test/ used when present)")
-    register("csv", csv_dataset, description="csv:FILE - columns image (path inside the CSV's folder) and label; optional split column")
+    register("csv", csv_dataset, extensions=[".csv"], description="csv:FILE or FILE.csv - columns image (path inside the CSV's folder) and label; optional split column")
     register("fashion-mnist", fashion_mnist, description=f"fashion-mnist[:DIR] - Fashion-MNIST IDX files (default {FASHION_MNIST_DIR})")
     register("digits", digits, description="digits - scikit-learn's 1,797 real 8x8 handwritten digits")
     register("synthetic", synthetic, description="synthetic[:N] - tiny deterministic colour/shape images for tests (N per class)")

@@ -3,10 +3,12 @@
 It adds
   * a head ``example-cosine``: a cosine classifier on the backbone's pooled features,
   * a backbone ``example-net`` (timm's tiny ``test_resnet.r160_in1k``),
+  * a dataset ``npz`` that claims the ``.npz`` extension (``--data x.npz``): arrays ``images`` (N,H,W[,C]
+    uint8), ``labels`` (N ints) and optional ``classes`` (names),
   * a command ``zoo example-hello``,
   * an epoch-end hook that appends one JSON line per epoch to the file named by ZOO_EXAMPLE_LOG.
 
-Registration stays cheap: torch is imported inside the head factory only.
+Registration stays cheap: torch and numpy are imported inside the factories only.
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def zoo_register_backbones(register):
         pretrain="imagenet-1k",
         tags=["test"],
     )
+
+
+@hookimpl
+def zoo_register_datasets(register):
+    register("npz", npz_dataset, extensions=[".npz"], description="npz:FILE or FILE.npz - arrays images, labels, optional classes")
+
+
+def npz_dataset(arg=None):
+    """A numpy .npz file as a zoo dataset with one 'train' split (zoo holds out the validation part)."""
+    import numpy as np
+
+    from zoo.data import Dataset, array_split
+    from zoo.errors import UsageError
+
+    if not arg:
+        raise UsageError("npz needs a file: --data npz:FILE or --data FILE.npz")
+    try:
+        with np.load(arg, allow_pickle=False) as f:
+            images, labels = f["images"], f["labels"]
+            classes = [str(c) for c in f["classes"]] if "classes" in f else [str(i) for i in range(int(labels.max()) + 1)]
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError(f"{arg} is not an npz file with arrays 'images' and 'labels': {exc}") from None
+    return Dataset("npz", classes, {"train": array_split(images, labels, tag=arg)})
 
 
 @hookimpl
