@@ -713,7 +713,8 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
 
     def progress(c):
         if not as_json:
-            click.echo(f"{shown(c.name)}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)", err=True)
+            click.echo(f"{shown(c.name)}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)" if c.error is None
+                       else f"{shown(c.name)}: failed: {c.error}", err=True)
 
     ranked = _compare(list(backbones), data_spec=data, shots=shots, img_size=img_size, val_split=val_split, seed=seed,
                       progress=progress)
@@ -726,7 +727,10 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
     for col in ("rank", "backbone", "top-1", "seconds", "params (M)", "features"):
         table.add_column(col)
     for i, c in enumerate(ranked, 1):
-        _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
+        if c.error is None:
+            _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
+        else:
+            _row(table, "-", c.name, "failed", f"{c.seconds:.1f}", "", "")
     _console().print(table)
 
 

@@ -1,0 +1,85 @@
+"""The first ten minutes without a network: the README's commands fail fast, in one line, and leave nothing behind.
+
+Every command runs as a real ``python -m zoo`` subprocess with the Hub at a closed local port and an
+empty Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLOSED = "http://127.0.0.1:9"  # nothing listens on port 9
+
+
+def zoo(tmp: Path, *args, cwd: Path | None = None, **env) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m zoo ARGS`` offline (closed Hub port, empty cache); returns the process and its seconds."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    full.update(HF_ENDPOINT=CLOSED, HF_HOME=str(tmp / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1", NO_COLOR="1", COLUMNS="200", **env)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, env=full,
+                          cwd=cwd, timeout=120)
+    return proc, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def startup() -> float:
+    """Seconds this machine takes to import zoo, torch and timm: a busy machine is slow before any network wait."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, timm, zoo.cli"], check=True, timeout=120)
+    return time.perf_counter() - start
+
+
+def one_line_naming_offline_backbones(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert "backbones ready offline: " in lines[0] and "zoo-fmnist-resnet" in lines[0], lines[0]
+    assert "Retry" not in proc.stderr and "Traceback" not in proc.stderr and ".." not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["finetune", "resnet18", "--data", "digits"], ["info", "convnext-tiny"],
+                                  ["compare", "resnet18", "--data", "digits"]], ids=["finetune", "info", "compare"])
+def test_a_hub_backbone_offline_fails_at_once_naming_what_works_offline(tmp_path, args, startup):
+    proc, seconds = zoo(tmp_path, *args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    line = one_line_naming_offline_backbones(proc)
+    assert f"cannot reach the Hub at {CLOSED}" in line
+    assert seconds < max(10, startup + 5), f"took {seconds:.1f} s (startup {startup:.1f} s)"  # retries took 26-50 s
+    assert ("--no-pretrained" in line) == (args[0] == "finetune")  # compare and info have no such option
+    assert not any(tmp_path.glob("runs")), "a failed start left a run folder"
+
+
+def test_hf_hub_offline_names_the_offline_backbones_too(tmp_path):
+    proc, _ = zoo(tmp_path, "info", "hf-hub:nobody/nothing", HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1
+    assert one_line_naming_offline_backbones(proc).startswith("Error: hf-hub:nobody/nothing: offline mode (HF_HUB_OFFLINE=1)")
+
+
+@pytest.mark.slow
+def test_compare_keeps_the_candidates_that_worked(tmp_path):
+    args = ["compare", "zoo-fmnist-resnet", "resnet18", "--data", "digits", "--shots", "5", "--img-size", "32"]
+    proc, _ = zoo(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[2].strip(): line for line in proc.stdout.splitlines() if line.count("│") > 3}
+    assert set(rows) >= {"zoo-fmnist-resnet", "resnet18"}, proc.stdout
+    assert "failed" in rows["resnet18"] and "failed" not in rows["zoo-fmnist-resnet"]
+    assert "resnet18: failed: cannot get pretrained weights" in proc.stderr and "Traceback" not in proc.stderr
+
+    proc, _ = zoo(tmp_path, *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    ranked = json.loads(proc.stdout)
+    assert [c["name"] for c in ranked] == ["zoo-fmnist-resnet", "resnet18"]
+    assert ranked[0]["error"] is None and 0 <= ranked[0]["top1"] <= 1
+    assert ranked[1]["top1"] is None and "backbones ready offline" in ranked[1]["error"]
+
+    proc, _ = zoo(tmp_path, "compare", "resnet18", "resnet34", "--data", "digits", "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("Error: none of the 2 backbones could be compared; the first failed with: cannot get")
