@@ -83,3 +83,58 @@ def test_compare_keeps_the_candidates_that_worked(tmp_path):
     proc, _ = zoo(tmp_path, "compare", "resnet18", "resnet34", "--data", "digits", "--json")
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("Error: none of the 2 backbones could be compared; the first failed with: cannot get")
+
+
+# -- first-party plugins install from the checkout's plugins/ folder ----------------------------------------
+def pip_env(tmp: Path) -> dict:
+    """pip installs only into target/ (never this venv), from no index: as on a machine without a network."""
+    return {"PIP_TARGET": str(tmp / "target"), "PIP_NO_INDEX": "1", "PIP_NO_INPUT": "1", "PIP_NO_DEPS": "1",
+            "PIP_LOG": str(tmp / "pip.log")}
+
+
+def installed(tmp: Path) -> set[str]:
+    return {p.name.split("-")[0] for p in (tmp / "target").glob("*.dist-info")}
+
+
+def model_recording(folder: Path, name: str, version: str) -> Path:
+    folder.mkdir(parents=True)
+    record = {"name": name, "version": version, "entry_point": "heads", "provides": ["cosine"]}
+    (folder / "config.json").write_text(json.dumps({"zoo": {"plugins": [record]}}))
+    return folder
+
+
+@pytest.mark.slow
+def test_plugins_install_a_first_party_name_offline(tmp_path):
+    proc, _ = zoo(tmp_path, "plugins", "install", "zoo-heads", "zoo-tensorboard", cwd=tmp_path, **pip_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "zoo-heads: from this checkout's plugins/zoo-heads" in proc.stdout
+    assert installed(tmp_path) == {"zoo_heads", "zoo_tensorboard"}, proc.stdout
+    assert (tmp_path / "target" / "zoo_heads.py").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("find_links", [False, True])
+def test_install_from_model_finds_a_first_party_plugin_of_the_checkout_version(tmp_path, find_links):
+    model = model_recording(tmp_path / "model", "zoo-heads", "0.1.0")
+    links = ["--find-links", tmp_path] if find_links else []
+    proc, _ = zoo(tmp_path, "plugins", "install", "--from-model", model, "-y", *links, **pip_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "will install zoo-heads==0.1.0" in proc.stdout and installed(tmp_path) == {"zoo_heads"}
+
+
+def test_a_first_party_record_of_another_version_goes_to_pip_as_name_eq_version(tmp_path):
+    model = model_recording(tmp_path / "model", "zoo-heads", "9.9.9")
+    proc, _ = zoo(tmp_path, "plugins", "install", "--from-model", model, "-y", **pip_env(tmp_path))
+    assert proc.returncode == 1 and not installed(tmp_path)
+    assert proc.stderr.startswith("Error: pip install failed: ") and "zoo-heads==9.9.9" in proc.stderr, proc.stderr
+    assert "zoo-heads==9.9.9" in (tmp_path / "pip.log").read_text()
+
+
+def test_only_exact_first_party_names_map_to_folders():
+    from zoo.plugin_packages import requirement
+
+    folder = Path(__file__).resolve().parents[1] / "plugins" / "zoo-heads"
+    assert requirement("zoo-heads") == requirement("zoo-heads==0.1.0") == requirement("zoo-heads==0.1") == str(folder)
+    for spec in ("zoo-heads==0.2.0", "zoo-heads>=0.1", "zoo-heads[test]", "zoo-headsx", "zoo-cosine", "./zoo-heads",
+                 "zoo-heads @ file:///tmp/x", "zoo-heads; python_version>'3'"):
+        assert requirement(spec) == spec

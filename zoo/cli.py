@@ -271,6 +271,9 @@ def _pip(args: list[str]) -> None:
 def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index_url, no_index):
     """Install plugins with pip into zoo's own environment.
 
+    From a source checkout, the first-party plugins (zoo-heads, zoo-peft, zoo-hf-datasets,
+    zoo-tensorboard, zoo-efficientnet-lite) come from its plugins/ folder: they are not on PyPI.
+
     \b
     Examples:
       zoo plugins install zoo-heads
@@ -287,9 +290,17 @@ def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index
             return
     if not specs and not editable:
         raise UsageError("name at least one plugin: zoo plugins install NAME|PATH (or --from-model MODEL)")
+    from zoo import plugin_packages as pp
+
+    # First-party plugins are not on the package index: from a source checkout, their folders in plugins/.
+    reqs = [pp.requirement(s) for s in specs]
+    for spec, req in zip(specs, reqs):
+        if req != spec:
+            click.echo(f"{shown(spec)}: from this checkout's {shown(Path(req).relative_to(Path(req).parents[1]))}")
+    local = not editable and all(r != s for r, s in zip(reqs, specs)) and pp.builds_offline()
     # "--" ends pip's options: a requirement can never be read as one (-i URL, -r FILE, -e PATH).
-    _pip(["install", "--disable-pip-version-check", *extra, *(a for e in editable for a in ("-e", e)),
-          *(["--upgrade"] if upgrade else []), "--", *specs])
+    _pip(["install", "--disable-pip-version-check", *extra, *(["--no-build-isolation"] if local else []),
+          *(a for e in editable for a in ("-e", e)), *(["--upgrade"] if upgrade else []), "--", *reqs])
 
 
 def _plugins_for_model(model: str, yes: bool) -> list[str]:
