@@ -138,3 +138,52 @@ def test_only_exact_first_party_names_map_to_folders():
     for spec in ("zoo-heads==0.2.0", "zoo-heads>=0.1", "zoo-heads[test]", "zoo-headsx", "zoo-cosine", "./zoo-heads",
                  "zoo-heads @ file:///tmp/x", "zoo-heads; python_version>'3'"):
         assert requirement(spec) == spec
+
+
+# -- a failed start leaves no run folder --------------------------------------------------------------------
+TINY = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--aug", "none", "--quiet"]
+
+
+def failing_starts(tmp: Path) -> dict[str, list]:
+    """Commands that fail after the run folder was made (under the run lock), or just before it."""
+    from conftest import make_image_folder
+
+    broken = make_image_folder(tmp / "broken")
+    (broken / "cat" / "9.png").write_bytes(b"not a png")
+    no_weights = tmp / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"architecture": "resnet18", "pretrained_cfg": {}}))
+    synthetic = ["test_resnet", "--data", "synthetic:4", *TINY]
+    return {
+        "unknown-head-option": [*synthetic, "--head-opt", "foo=1"],
+        "unknown-head": [*synthetic, "--head", "nosuch"],
+        "unknown-freeze-option": [*synthetic, "--freeze", "head-only", "--freeze-opt", "x=1"],
+        "unknown-freeze-policy": [*synthetic, "--freeze", "nosuch"],
+        "refused-model-arg": [*synthetic, "--model-arg", "drop_rate=foo"],
+        "dataset-with-a-broken-image": ["test_resnet", "--data", broken, "--strict", *TINY],
+        "missing-dataset": ["test_resnet", "--data", tmp / "nothing-here", *TINY],
+        "hub-backbone-not-there": ["hf-hub:nobody/nothing-zoo-test", "--data", "synthetic:4", "--img-size", "32", "--epochs", "1"],
+        "folder-without-weights": [f"local-dir:{no_weights}", "--data", "synthetic:4", "--img-size", "32", "--epochs", "1"],
+        "batch-larger-than-the-data": ["test_resnet", "--data", "synthetic:4", *TINY, "--batch-size", "100000"],
+        "negative-patience": [*synthetic, "--patience", "-1"],
+    }
+
+
+@pytest.mark.slow
+def test_a_failed_start_leaves_no_run_folder(tmp_path, run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cases = failing_starts(tmp_path)
+    for case, args in cases.items():
+        out = tmp_path / "out" / case
+        result = run("finetune", *args, "--out", out)
+        assert result.exit_code in (1, 2), f"{case}: {result.output}"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), f"{case}: {result.stderr}"
+        assert not out.exists() and not (tmp_path / "out").exists(), f"{case} left {sorted(p.name for p in out.rglob('*'))}"
+        default = run("finetune", *args)  # the default --out, runs/NAME-TIME: runs/ goes too
+        assert default.exit_code in (1, 2) and not (tmp_path / "runs").exists(), f"{case}: {default.stderr}"
+    mine = tmp_path / "mine"  # a folder the user made stays, as empty as it was: a rerun accepts it
+    mine.mkdir()
+    assert run("finetune", *cases["unknown-head-option"], "--out", mine).exit_code == 2
+    assert list(mine.iterdir()) == []
+    assert run("finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--out", mine).exit_code == 0

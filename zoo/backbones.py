@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +74,11 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
     check_model_args(model_args or {}, "--model-arg", error=UsageError)
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
     if spec.kind == "timm":
-        if pretrained:
-            from zoo import hub
+        from zoo import hub
 
-            hub.reachable()  # timm fetches the weights through huggingface_hub: offline, it answers from the cache at once
-        try:
-            model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
+        try:  # timm fetches the weights through huggingface_hub: offline, it answers from the cache at once
+            with hub.offline_unless_reachable() if pretrained else contextlib.nullcontext():
+                model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
             raise _build_error(spec, pretrained, exc, scratch_hint) from None
         return build("heads", head, model, num_classes, **(head_opts or {}))
@@ -139,7 +139,7 @@ def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception, scratch_h
         return ZooError(f"cannot load {spec.target}: {text}")
     scratch = ", or train from random weights with --no-pretrained" if scratch_hint else ""
     subject = f"cannot get pretrained weights for '{spec.name}' ({spec.source})"
-    if pretrained and constants.HF_HUB_OFFLINE and not isinstance(exc, TypeError):  # off, or found unreachable by hub.reachable
+    if pretrained and (constants.HF_HUB_OFFLINE or hub.unreachable()) and not isinstance(exc, TypeError):
         return ZooError(hub.not_cached(subject, backbone=True, also=scratch))
     if pretrained and any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hub", "not found", "cannot find")):
         return ZooError(f"{subject}: {text.rstrip('.')}; check the network or HF_ENDPOINT, fill the cache{scratch}")

@@ -96,23 +96,36 @@ def parse_repo_id(repo: str) -> str:
 
 
 # -- reachability ----------------------------------------------------------------------------
-_reachable: bool | None = None  # asked once per process
+_probe: tuple[float, bool] | None = None  # (when, whether the Hub answered): asked again after PROBE_TTL seconds
+PROBE_TTL = 60.0
 
 
-def reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hub endpoint (or the proxy in front of it) accepts a connection; asked once per process.
+def unreachable() -> bool:
+    """Whether the last probe found the Hub unreachable (see ``offline_unless_reachable``)."""
+    return _probe is not None and not _probe[1]
 
-    When it does not, huggingface_hub is put in offline mode for the rest of the process: files in
-    the cache still load, and a missing one fails at once instead of after a minute of retries.
-    """
-    global _reachable
+
+@contextlib.contextmanager
+def offline_unless_reachable(timeout: float = 2.0):
+    """Inside, huggingface_hub is in offline mode when the Hub endpoint (or the proxy in front of it) does not
+    accept a connection: files in the cache still load, and a missing one fails at once instead of after
+    a minute of retries. The probe's answer is kept for a minute; the user's own HF_HUB_OFFLINE is left alone."""
+    global _probe
     from huggingface_hub import constants
 
-    if _reachable is None and not constants.HF_HUB_OFFLINE:
-        _reachable = _connects(constants.ENDPOINT, timeout)
-        if not _reachable:
-            constants.HF_HUB_OFFLINE = True
-    return bool(_reachable)
+    if constants.HF_HUB_OFFLINE:
+        yield
+        return
+    if _probe is None or time.monotonic() - _probe[0] > PROBE_TTL:
+        _probe = (time.monotonic(), _connects(constants.ENDPOINT, timeout))
+    if _probe[1]:
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _connects(url: str, timeout: float) -> bool:
@@ -159,7 +172,7 @@ def not_cached(subject: str, *, backbone: bool = False, also: str = "") -> str:
     """
     from huggingface_hub import constants
 
-    if _reachable is False:
+    if unreachable() and not constants.HF_HUB_OFFLINE:
         what, fix = f"cannot reach the Hub at {constants.ENDPOINT}", "connect to the network (or set HF_ENDPOINT) and run again to fill the cache"
     else:
         what, fix = "offline mode (HF_HUB_OFFLINE=1) and it is not in the cache", "run once with the network (without HF_HUB_OFFLINE) to fill the cache"
@@ -175,10 +188,10 @@ def download_model(repo: str, *, backbone: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     _quiet()
-    reachable()
     repo_id, revision = _split(repo)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
+        with offline_unless_reachable():
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
     except Exception as exc:  # noqa: BLE001 - mapped to one line below
         raise hub_error(exc, repo, backbone=backbone) from None
 
@@ -187,10 +200,10 @@ def download_file(repo: str, filename: str, *, backbone: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
 
     _quiet()
-    reachable()
     repo_id, revision = _split(repo)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        with offline_unless_reachable():
+            return Path(hf_hub_download(repo_id, filename, revision=revision))
     except Exception as exc:  # noqa: BLE001
         raise hub_error(exc, repo, backbone=backbone) from None
 
@@ -581,7 +594,7 @@ def _reason(exc: Exception, repo: str, *, push: bool, backbone: bool = False) ->
         return f"{subject}: no such revision; check the part after '@' (or --revision)"
     # LocalEntryNotFoundError subclasses EntryNotFoundError: it means "not cached, Hub not reachable".
     if isinstance(exc, LocalEntryNotFoundError) or (not isinstance(exc, HfHubHTTPError) and "offline" in str(exc).lower()):
-        if constants.HF_HUB_OFFLINE:
+        if constants.HF_HUB_OFFLINE or unreachable():
             return not_cached(f"hf-hub:{repo}", backbone=backbone)
         return (f"hf-hub:{repo}: cannot reach the Hub at {constants.ENDPOINT}; connect to the network "
                 "(or set HF_ENDPOINT) and run again to fill the cache")
