@@ -187,3 +187,26 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, run, monkeypatch):
     assert run("finetune", *cases["unknown-head-option"], "--out", mine).exit_code == 2
     assert list(mine.iterdir()) == []
     assert run("finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--out", mine).exit_code == 0
+
+
+# -- no local path in what is uploaded ----------------------------------------------------------------------
+def test_card_and_config_hold_no_local_path(tmp_path, run):
+    """A run from a local-dir: backbone, on data in a folder: the card and config.json (both uploaded) name
+    the folders, never where they are; run_config.yaml keeps the full specs, which resume needs."""
+    from conftest import make_image_folder
+
+    place = tmp_path / "private-place-7f3a"
+    photos = make_image_folder(place / "photos")
+    first = place / "first-run"
+    assert run("finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--out", first).exit_code == 0
+    second = place / "second-run"
+    made = run("finetune", f"local-dir:{first}", "--data", photos, *TINY, "--out", second)
+    assert made.exit_code == 0, made.output
+    for name in ("README.md", "config.json"):
+        text = (second / name).read_text()
+        assert "private-place-7f3a" not in text and str(tmp_path) not in text, f"{name} shows a local path"
+    config = json.loads((second / "config.json").read_text())
+    assert config["zoo"]["backbone"]["name"] == config["zoo"]["backbone"]["source"] == "local-dir:first-run"
+    assert config["zoo"]["dataset"]["spec"] == "photos"
+    assert "local-dir:first-run" in (second / "README.md").read_text()
+    assert str(first) in (second / "run_config.yaml").read_text()  # resume reads the full spec
