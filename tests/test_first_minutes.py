@@ -179,6 +179,7 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path, run, monkeypatch):
         assert result.exit_code in (1, 2), f"{case}: {result.output}"
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), f"{case}: {result.stderr}"
+        assert case != "missing-dataset" or "nothing-here' does not exist: give a folder" in lines[0], lines[0]
         assert not out.exists() and not (tmp_path / "out").exists(), f"{case} left {sorted(p.name for p in out.rglob('*'))}"
         default = run("finetune", *args)  # the default --out, runs/NAME-TIME: runs/ goes too
         assert default.exit_code in (1, 2) and not (tmp_path / "runs").exists(), f"{case}: {default.stderr}"

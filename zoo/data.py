@@ -96,8 +96,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         return "csv", spec
     if path.is_dir():
         return "imagefolder", spec
-    if path.exists() or os.sep in spec or spec.startswith("."):
+    if path.exists():
         raise UsageError(f"data '{spec}' is neither an image folder nor a .csv file")
+    if os.sep in spec or spec.startswith("."):
+        raise UsageError(f"data '{spec}' does not exist: give a folder with one subfolder of images per class, "
+                         "a .csv file, or a dataset name (zoo list datasets; digits works offline)")
     from zoo.plugins import lookup
 
     lookup("datasets", name)  # raises with suggestions
