@@ -160,7 +160,10 @@ def ready_offline() -> str:
     """What to use instead when the Hub cannot be reached: the registry backbones whose weights are here."""
     from zoo.registry import get_registry
 
-    names = [r["name"] for r in get_registry().rows() if r["offline"]]
+    try:
+        names = [r["name"] for r in get_registry().rows() if r["offline"]]
+    except ZooError:  # e.g. a broken registry file: the download's own error is the one to report
+        return "zoo list --offline shows the backbones ready offline"
     shown_names = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return f"backbones ready offline: {shown_names} (zoo list --offline)" if names else "no backbone is ready offline here"
 
