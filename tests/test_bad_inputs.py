@@ -485,6 +485,17 @@ def case_offline_without_cache(tmp, good_run):
                 env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf-home")})
 
 
+@case
+def case_backbone_offline_without_cache(tmp, good_run):
+    return Call(["finetune", "resnet18", "--data", "synthetic:4", "--out", tmp / "out"], out=tmp / "out", subprocess=True,
+                env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp / "hf-home")})
+
+
+@case
+def case_negative_patience(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--patience", "-1", "--out", tmp / "out"], out=tmp / "out")
+
+
 # -- the checks ------------------------------------------------------------------------------------
 def documented() -> dict[str, str]:
     """case name -> message, from the table rows ``| `case` | input | `message` |`` of the docs."""

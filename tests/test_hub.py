@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote
@@ -279,6 +280,13 @@ def test_offline_predict_uses_the_cache_and_says_what_to_do_without_it(server, r
     offline = ok(zoo_cli(server, filled_home, "predict", "hf-hub:user/linear", image, "--json", HF_HUB_OFFLINE="1"))
     assert offline == zoo.predict(run_dir, [image])
     assert server.requests[mark:] == []
+    # The Hub unreachable (zoo's probe finds the port closed): the cache answers just the same, at once.
+    start = time.perf_counter()
+    assert ok(zoo_cli(server, filled_home, "predict", "hf-hub:user/linear", image, "--json", HF_ENDPOINT="http://127.0.0.1:9")) == offline
+    unreachable_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ok(zoo_cli(server, filled_home, "predict", "hf-hub:user/linear", image, "--json", HF_HUB_OFFLINE="1"))
+    assert unreachable_s < time.perf_counter() - start + 5  # no retries: within seconds of HF_HUB_OFFLINE=1
     proc = zoo_cli(server, homes(), "predict", "hf-hub:user/linear", image, HF_HUB_OFFLINE="1")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1

@@ -133,6 +133,12 @@ def test_missing_head_hint_uses_the_same_check(evil_run, tmp_path, run):
     (model / "config.json").write_text(json.dumps(cfg))
     hinted = run("predict", model, image)
     assert hinted.stderr.endswith("which no installed plugin provides: run: zoo plugins install zoo-cosine==0.1.0\n"), hinted.stderr
+    # A first-party plugin of this checkout's version: its bare name, which zoo installs from plugins/ (not on PyPI).
+    for version, hint in (("0.1.0", "zoo-heads"), ("9.9.9", "zoo-heads==9.9.9")):
+        cfg["zoo"]["plugins"][0].update(name="zoo-heads", version=version)
+        (model / "config.json").write_text(json.dumps(cfg))
+        hinted = run("predict", model, image)
+        assert hinted.stderr.endswith(f"which no installed plugin provides: run: zoo plugins install {hint}\n"), hinted.stderr
 
 
 # -- point 7: hints are quoted; nothing from a file rewrites the terminal ----------------------------

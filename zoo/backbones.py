@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,10 @@ def classifier_param_names(model: nn.Module) -> set[str]:
 
 def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_opts: dict | None = None,
            pretrained: bool = True, seed: int = 0, model_args: dict | None = None,
-           classes: list[str] | None = None) -> nn.Module:
+           classes: list[str] | None = None, scratch_hint: bool = True) -> nn.Module:
     """A backbone with a ``num_classes`` head; weights from the spec's source when ``pretrained``.
+
+    ``scratch_hint``: when the weights cannot be had, suggest ``--no-pretrained`` (a command that has it).
 
     A model folder or Hub repo is read by zoo, never by timm: its config.json is checked
     (:func:`model_config`) and its weights come only from model.safetensors (:func:`read_weights`).
@@ -72,10 +75,13 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
     check_model_args(model_args or {}, "--model-arg", error=UsageError)
     torch.manual_seed(seed)  # head initialisation (and the whole model without pretrained weights) is seeded
     if spec.kind == "timm":
-        try:
-            model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
+        from zoo import hub
+
+        try:  # timm fetches the weights through huggingface_hub: offline, it answers from the cache at once
+            with hub.offline_unless_reachable() if pretrained else contextlib.nullcontext():
+                model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
-            raise _build_error(spec, pretrained, exc) from None
+            raise _build_error(spec, pretrained, exc, scratch_hint) from None
         return build("heads", head, model, num_classes, **(head_opts or {}))
     folder = _folder(spec, weights=pretrained)
     cfg = read_config(folder)
@@ -94,7 +100,7 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
         except ZooError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _build_error(spec, pretrained, exc) from None
+            raise _build_error(spec, pretrained, exc, scratch_hint) from None
         if pretrained and not same_classes:
             model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
     return build("heads", head, model, num_classes, **(head_opts or {}))
@@ -113,7 +119,7 @@ def _folder(spec: BackboneSpec, *, weights: bool) -> Path:
     from zoo import hub
 
     repo = spec.source.removeprefix("hf-hub:")
-    return hub.download_model(repo) if weights else hub.download_file(repo, "config.json").parent
+    return hub.download_model(repo, backbone=True) if weights else hub.download_file(repo, "config.json", backbone=True).parent
 
 
 def model_folder(spec: BackboneSpec) -> Path:
@@ -130,15 +136,20 @@ def model_folder(spec: BackboneSpec) -> Path:
     return folder
 
 
-def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception) -> ZooError:
+def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception, scratch_hint: bool = True) -> ZooError:
+    from huggingface_hub import constants
+
+    from zoo import hub
+
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if spec.kind == "local-dir":
         return ZooError(f"cannot load {spec.target}: {text}")
+    scratch = ", or train from random weights with --no-pretrained" if scratch_hint else ""
+    subject = f"cannot get pretrained weights for '{spec.name}' ({spec.source})"
+    if pretrained and (constants.HF_HUB_OFFLINE or hub.unreachable()) and not isinstance(exc, TypeError):
+        return ZooError(hub.not_cached(subject, backbone=True, also=scratch))
     if pretrained and any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hub", "not found", "cannot find")):
-        return ZooError(
-            f"cannot get pretrained weights for '{spec.name}' ({spec.source}): {text}. "
-            "Check the network or HF_ENDPOINT, fill the cache, or use --no-pretrained"
-        )
+        return ZooError(f"{subject}: {text.rstrip('.')}; check the network or HF_ENDPOINT, fill the cache{scratch}")
     return ZooError(f"cannot build '{spec.name}' ({spec.source}): {text}")
 
 

@@ -52,6 +52,27 @@ def plugins_used(trainer) -> list[dict]:
     return list(used.values())
 
 
+def path_free(spec):
+    """A backbone, data spec or dataset name as config.json and the card show it (both are uploaded): a local
+    path in it (``./photos``, ``local-dir:/home/me/run``, ``imagefolder:/data/x``) becomes its last part.
+    run_config.yaml keeps the spec as given: resume reads it there."""
+    if not isinstance(spec, str):
+        return spec
+    head, sep, rest = spec.partition(":")
+    if sep and (head == "local-dir" or rest.startswith(("/", "~", "./", "../"))):
+        return f"{head}:{_last_part(rest)}"
+    try:
+        local = spec.startswith(("/", "~", "./", "../")) or Path(spec).exists()
+    except OSError:  # e.g. a name too long for the file system: not a path
+        local = False
+    return _last_part(spec) if local else spec
+
+
+def _last_part(path: str) -> str:
+    p = Path(path).expanduser()
+    return p.name or p.resolve().name
+
+
 def config_dict(trainer, metrics: dict | None = None) -> dict:
     """What config.json holds: timm's keys plus the "zoo" section (and the card's metrics, when given)."""
     import tempfile
@@ -65,9 +86,9 @@ def config_dict(trainer, metrics: dict | None = None) -> dict:
         "head": {"name": cfg.head, "options": cfg.head_opts},
         "freeze": {"name": cfg.freeze, "options": cfg.freeze_opts},
         "recipe": cfg.recipe,
-        "backbone": {"name": cfg.backbone, "source": trainer.spec.source, "revision": trainer.spec.revision,
+        "backbone": {"name": path_free(cfg.backbone), "source": path_free(trainer.spec.source), "revision": trainer.spec.revision,
                      "pretrained": cfg.pretrained, "license": trainer.spec.meta.get("license")},
-        "dataset": {"spec": cfg.data, "name": trainer.dataset.name, "fingerprint": trainer.dataset.fingerprint,
+        "dataset": {"spec": path_free(cfg.data), "name": path_free(trainer.dataset.name), "fingerprint": trainer.dataset.fingerprint,
                     "eval_split": trainer.eval_split},
         "classes": trainer.classes,
         "seed": cfg.seed,
@@ -133,7 +154,7 @@ def render(config: dict, run_config: dict, *, metrics: dict, plots: list[str], t
     head, freeze = z.get("head") or {"name": "linear"}, z.get("freeze") or {"name": "none"}
     classes = list(z.get("classes") or config.get("label_names") or [])
     source = backbone.get("source") or f"timm:{config.get('architecture')}"
-    dataset_name = dataset.get("name") or run_config.get("data") or "unknown"
+    dataset_name = dataset.get("name") or path_free(run_config.get("data")) or "unknown"
     split = metrics.get("eval_split") or dataset.get("eval_split") or "validation"
     license_ = backbone.get("license") or (config.get("pretrained_cfg") or {}).get("license")
     eval_results = []
@@ -259,6 +280,7 @@ def card_for_run(run_dir: Path, *, repo_id: str | None = None, config: dict | No
     if repo_id:
         title, ref, timm_ref = repo_id, f"hf-hub:{repo_id}", f"hf-hub:{repo_id}"
     else:
-        title, ref, timm_ref = run_dir.name, str(run_dir), f"local-dir:{run_dir}"
+        # Relative to the folder that holds the run: an absolute path would tell the world the user's folders.
+        title, ref, timm_ref = run_dir.name, f"./{run_dir.name}", f"local-dir:./{run_dir.name}"
     return render(config, run_config, metrics=metrics, plots=plots_of(run_dir) if plots is None else plots,
                   title=title, ref=ref, timm_ref=timm_ref)

@@ -331,6 +331,9 @@ def _pip(args: list[str]) -> None:
 def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index_url, no_index):
     """Install plugins with pip into zoo's own environment.
 
+    From a source checkout, the first-party plugins (zoo-heads, zoo-peft, zoo-hf-datasets,
+    zoo-tensorboard, zoo-efficientnet-lite) come from its plugins/ folder: they are not on PyPI.
+
     \b
     Examples:
       zoo plugins install zoo-heads
@@ -347,9 +350,17 @@ def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index
             return
     if not specs and not editable:
         raise UsageError("name at least one plugin: zoo plugins install NAME|PATH (or --from-model MODEL)")
+    from zoo import plugin_packages as pp
+
+    # First-party plugins are not on the package index: from a source checkout, their folders in plugins/.
+    reqs = [pp.requirement(s) for s in specs]
+    for spec, req in zip(specs, reqs):
+        if req != spec:
+            click.echo(f"{shown(spec)}: from this checkout's {shown(Path(req).relative_to(Path(req).parents[1]))}")
+    local = not editable and all(r != s for r, s in zip(reqs, specs)) and pp.builds_offline()
     # "--" ends pip's options: a requirement can never be read as one (-i URL, -r FILE, -e PATH).
-    _pip(["install", "--disable-pip-version-check", *extra, *(a for e in editable for a in ("-e", e)),
-          *(["--upgrade"] if upgrade else []), "--", *specs])
+    _pip(["install", "--disable-pip-version-check", *extra, *(["--no-build-isolation"] if local else []),
+          *(a for e in editable for a in ("-e", e)), *(["--upgrade"] if upgrade else []), "--", *reqs])
 
 
 def _plugins_for_model(model: str, yes: bool) -> list[str]:
@@ -807,7 +818,8 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
 
     def progress(c):
         if not as_json:
-            click.echo(f"{shown(c.name)}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)", err=True)
+            click.echo(f"{shown(c.name)}: linear-probe top-1 {c.top1:.4f} ({c.seconds:.1f} s)" if c.error is None
+                       else f"{shown(c.name)}: failed: {c.error}", err=True)
 
     ranked = _compare(list(backbones), data_spec=data, shots=shots, img_size=img_size, val_split=val_split, seed=seed,
                       progress=progress)
@@ -820,7 +832,10 @@ def compare(backbones, data, shots, img_size, val_split, seed, as_json):
     for col in ("rank", "backbone", "top-1", "seconds", "params (M)", "features"):
         table.add_column(col, no_wrap=col == "backbone")
     for i, c in enumerate(ranked, 1):
-        _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
+        if c.error is None:
+            _row(table, i, c.name, f"{c.top1:.4f}", f"{c.seconds:.1f}", c.params_m, c.feature_dim)
+        else:
+            _row(table, "-", c.name, "failed", f"{c.seconds:.1f}", "", "")
     _print_table(table, drop=("features", "params (M)", "seconds"))
 
 

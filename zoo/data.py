@@ -103,10 +103,13 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         return claimed[ext], spec
     if path.is_dir():
         return "imagefolder", spec
-    if path.exists() or os.sep in spec or spec.startswith("."):
+    if path.exists():
         kinds = ", ".join(sorted(claimed))
         raise UsageError(f"data '{spec}' is neither an image folder nor a file of a type a dataset reads ({kinds}): "
                          f"give one of those, or NAME[:ARG] (see 'zoo list datasets')")
+    if os.sep in spec or spec.startswith("."):
+        raise UsageError(f"data '{spec}' does not exist: give a folder with one subfolder of images per class, "
+                         "a .csv file, or a dataset name (zoo list datasets; digits works offline)")
     lookup("datasets", name)  # raises with suggestions
     raise AssertionError("unreachable")
 

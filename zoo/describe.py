@@ -27,7 +27,7 @@ def backbone_info(name: str) -> dict:
         if spec.kind == "hf-hub":
             from zoo import hub
 
-            folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), "config.json").parent
+            folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), "config.json", backbone=True).parent
         elif spec.kind == "package":
             from zoo.backbones import model_folder
 

@@ -95,28 +95,120 @@ def parse_repo_id(repo: str) -> str:
     return repo_id
 
 
+# -- reachability ----------------------------------------------------------------------------
+_probe: tuple[float, bool] | None = None  # (when, whether the Hub answered): asked again after PROBE_TTL seconds
+PROBE_TTL = 60.0
+
+
+def unreachable() -> bool:
+    """Whether the last probe found the Hub unreachable (see ``offline_unless_reachable``)."""
+    return _probe is not None and not _probe[1]
+
+
+@contextlib.contextmanager
+def offline_unless_reachable(timeout: float = 2.0):
+    """Inside, huggingface_hub is in offline mode when the Hub endpoint (or the proxy in front of it) does not
+    accept a connection: files in the cache still load, and a missing one fails at once instead of after
+    a minute of retries. The probe's answer is kept for a minute; the user's own HF_HUB_OFFLINE is left alone."""
+    global _probe
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        yield
+        return
+    if _probe is None or time.monotonic() - _probe[0] > PROBE_TTL:
+        _probe = (time.monotonic(), _connects(constants.ENDPOINT, timeout))
+    if _probe[1]:
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+def _connects(url: str, timeout: float) -> bool:
+    """A TCP connect to the URL's host (or its proxy), name lookup included, within ``timeout`` seconds."""
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and host and not urllib.request.proxy_bypass(host):
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname, via.port or (443 if via.scheme == "https" else 80)
+    done: list[bool] = []
+
+    def attempt():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            done.append(True)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=attempt, daemon=True)  # a name lookup has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(done)
+
+
+def ready_offline() -> str:
+    """What to use instead when the Hub cannot be reached: the registry backbones whose weights are here."""
+    from zoo.registry import get_registry
+
+    try:
+        names = [r["name"] for r in get_registry().rows() if r["offline"]]
+    except ZooError:  # e.g. a broken registry file: the download's own error is the one to report
+        return "zoo list --offline shows the backbones ready offline"
+    shown_names = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"backbones ready offline: {shown_names} (zoo list --offline)" if names else "no backbone is ready offline here"
+
+
+def not_cached(subject: str, *, backbone: bool = False, also: str = "") -> str:
+    """``subject`` is not in the cache and the Hub is off or unreachable: what to do, in one line.
+
+    ``backbone``: name the backbones that work offline; ``also``: one more way out, e.g. ", or use --no-pretrained".
+    """
+    from huggingface_hub import constants
+
+    if unreachable() and not constants.HF_HUB_OFFLINE:
+        what, fix = f"cannot reach the Hub at {constants.ENDPOINT}", "connect to the network (or set HF_ENDPOINT) and run again to fill the cache"
+    else:
+        what, fix = "offline mode (HF_HUB_OFFLINE=1) and it is not in the cache", "run once with the network (without HF_HUB_OFFLINE) to fill the cache"
+    return f"{subject}: {what}; {ready_offline()}, or {fix}{also}" if backbone else f"{subject}: {what}; {fix}"
+
+
 # -- downloads ----------------------------------------------------------------------------
-def download_model(repo: str) -> Path:
-    """Download (or find in the cache) a model repo's config.json and model.safetensors."""
+def download_model(repo: str, *, backbone: bool = False) -> Path:
+    """Download (or find in the cache) a model repo's config.json and model.safetensors.
+
+    ``backbone``: it is used as a backbone, so a failure offline names the backbones that work offline.
+    """
     from huggingface_hub import snapshot_download
 
     _quiet()
     repo_id, revision = _split(repo)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
+        with offline_unless_reachable():
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
     except Exception as exc:  # noqa: BLE001 - mapped to one line below
-        raise hub_error(exc, repo) from None
+        raise hub_error(exc, repo, backbone=backbone) from None
 
 
-def download_file(repo: str, filename: str) -> Path:
+def download_file(repo: str, filename: str, *, backbone: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
 
     _quiet()
     repo_id, revision = _split(repo)
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        with offline_unless_reachable():
+            return Path(hf_hub_download(repo_id, filename, revision=revision))
     except Exception as exc:  # noqa: BLE001
-        raise hub_error(exc, repo) from None
+        raise hub_error(exc, repo, backbone=backbone) from None
 
 
 # -- push ---------------------------------------------------------------------------------
@@ -466,19 +558,19 @@ def _server_message(exc: Exception) -> str:
     return " ".join(redact(str(text)).split())[:200]
 
 
-def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None) -> ZooError:
+def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None, backbone: bool = False) -> ZooError:
     """One line that says what went wrong with a Hub call and what to do; never the token.
 
     ``push``: the call was part of a push (then a 401/404 means "log in"/"check the name" for
-    writing); ``retry``: the command that repeats the push, added to the line.
+    writing); ``retry``: the command that repeats the push, added to the line; ``backbone``: see ``not_cached``.
     """
-    reason = _reason(exc, repo, push=push)
+    reason = _reason(exc, repo, push=push, backbone=backbone)
     if retry:
         reason += f"; the run directory was not changed; retry with: {retry}"
     return ZooError(" ".join(reason.split()))  # ZooError redacts its message
 
 
-def _reason(exc: Exception, repo: str, *, push: bool) -> str:
+def _reason(exc: Exception, repo: str, *, push: bool, backbone: bool = False) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -505,9 +597,8 @@ def _reason(exc: Exception, repo: str, *, push: bool) -> str:
         return f"{subject}: no such revision; check the part after '@' (or --revision)"
     # LocalEntryNotFoundError subclasses EntryNotFoundError: it means "not cached, Hub not reachable".
     if isinstance(exc, LocalEntryNotFoundError) or (not isinstance(exc, HfHubHTTPError) and "offline" in str(exc).lower()):
-        if constants.HF_HUB_OFFLINE:
-            return (f"hf-hub:{repo}: offline mode (HF_HUB_OFFLINE=1) and it is not in the cache; "
-                    "run once with the network (without HF_HUB_OFFLINE) to fill the cache")
+        if constants.HF_HUB_OFFLINE or unreachable():
+            return not_cached(f"hf-hub:{repo}", backbone=backbone)
         return (f"hf-hub:{repo}: cannot reach the Hub at {constants.ENDPOINT}; connect to the network "
                 "(or set HF_ENDPOINT) and run again to fill the cache")
     if isinstance(exc, EntryNotFoundError):

@@ -76,13 +76,78 @@ def installed(plugin: dict) -> str | None:
     return dist.version if any(ep.group == "zoo" for ep in dist.entry_points) else None
 
 
+# -- first-party plugins from a source checkout ----------------------------------------------------
+FIRST_PARTY = ("zoo-heads", "zoo-peft", "zoo-hf-datasets", "zoo-tensorboard", "zoo-efficientnet-lite")
+
+
+def checkout_folder(name: str, version: str | None = None) -> Path | None:
+    """The ``plugins/NAME`` folder of the source checkout zoo runs from, for a first-party plugin
+    (exact names only), or None: zoo is installed from a package, or (given ``version``) the folder
+    holds another version. The first-party plugins are not on the package index."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    import zoo
+
+    if name not in FIRST_PARTY:
+        return None
+    folder = Path(zoo.__file__).resolve().parent.parent / "plugins" / name
+    try:
+        project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        return None
+    if project.get("name") != name or (version is not None and not _same_version(project.get("version"), version)):
+        return None
+    return folder
+
+
+def _same_version(a, b) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(str(a)) == Version(str(b))
+    except InvalidVersion:
+        return False
+
+
+def requirement(spec: str) -> str:
+    """What pip gets for a requirement: a first-party plugin's name, bare or ``name==version`` (that of the
+    checkout's folder), becomes that folder; anything else is passed on as given."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement:
+        return spec
+    pins = [s.version for s in req.specifier if s.operator == "=="]
+    if req.url or req.extras or req.marker or len(pins) != len(req.specifier) or len(pins) > 1 or spec.strip() != str(req):
+        return spec
+    folder = checkout_folder(req.name, pins[0] if pins else None)
+    return str(folder) if folder else spec
+
+
+def builds_offline() -> bool:
+    """Whether this environment can build the first-party plugins itself (their backend: setuptools>=64),
+    so pip needs no index for an isolated build environment."""
+    from packaging.version import Version
+
+    try:
+        return Version(metadata.version("setuptools")) >= Version("64")
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def install_hint(plugin: dict | None) -> str:
-    """What to run to get a missing plugin a model records (a quoted, checked ``name==version``)."""
+    """What to run to get a missing plugin a model records (a quoted, checked ``name==version``; the
+    bare name of a first-party plugin this checkout has: the name zoo resolves to its folder)."""
     from zoo.errors import command
 
     if plugin is not None:
         try:
-            return command("zoo", "plugins", "install", pinned(plugin))
+            req = pinned(plugin)
+            return command("zoo", "plugins", "install", plugin["name"] if requirement(req) != req else req)
         except ZooError:
             pass
     return "zoo plugins install <the plugin that provides it>"

@@ -95,8 +95,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 class RunLock:
     """An exclusive lock on a run directory: two runs never write into the same folder.
 
-    The lock file goes when the lock is released, and so does a folder the lock created that
-    holds nothing else (a run stopped before it wrote anything leaves no trace).
+    The lock file goes when the lock is released, and so do the folders the lock created (the run
+    folder, and ``runs/`` above a default one) that hold nothing else: a run stopped before it
+    wrote anything leaves no trace.
     """
 
     def __init__(self, run_dir: Path):
@@ -106,8 +107,9 @@ class RunLock:
     def __enter__(self):
         import fcntl
 
-        self.created = not self.path.parent.is_dir()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent.absolute()
+        self.created = [p for p in (folder, *folder.parents) if not p.is_dir()]  # deepest first
+        folder.mkdir(parents=True, exist_ok=True)
         while True:
             self.file = open(self.path, "a+")
             try:
@@ -125,8 +127,8 @@ class RunLock:
 
         with contextlib.suppress(OSError):
             self.path.unlink()  # while still locked: whoever opens the path next makes a new file
-            if self.created:
-                self.path.parent.rmdir()  # only when empty
+            for folder in self.created:
+                folder.rmdir()  # only when empty: the first that is not ends it
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
 

@@ -101,6 +101,13 @@ class FinetuneConfig:
         need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         backbones.check_model_args(self.model_args, "--model-arg", error=UsageError)
+        need(self.patience is None or isinstance(self.patience, int) and self.patience >= 0,  # 0: off
+             f"--patience must be a positive number of epochs (leave it out for no early stopping), got {self.patience}")
+        need(isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        need(isinstance(self.warmup_epochs, (int, float)) and 0 <= self.warmup_epochs < math.inf,
+             f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        need(self.clip_grad is None or isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0,
+             f"--clip-grad must be a positive number, got {self.clip_grad}")
         need(self.save_every is None or (isinstance(self.save_every, int) and self.save_every > 0),
              f"--save-every must be a positive number of batches, got {self.save_every}")
 
