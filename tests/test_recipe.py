@@ -26,12 +26,12 @@ def pretrained(tmp_path):
 
 
 @pytest.mark.parametrize("facts, name, size", [
-    (dict(per_class=1, image_size=28, input_size=224, params_m=4.7, cuda=False), "linear-probe", 128),
-    (dict(per_class=10, image_size=28, input_size=224, params_m=4.7, cuda=False), "linear-probe", 128),
+    (dict(per_class=1, image_size=28, input_size=224, params_m=4.7, cuda=False), "linear-probe", 160),
+    (dict(per_class=10, image_size=28, input_size=224, params_m=4.7, cuda=False), "linear-probe", 160),
     (dict(per_class=recipe.STAGED_FROM - 1, image_size=500, input_size=224, params_m=4.7, cuda=True), "linear-probe", 224),
-    (dict(per_class=recipe.STAGED_FROM, image_size=28, input_size=224, params_m=4.7, cuda=False), "staged", 128),
+    (dict(per_class=recipe.STAGED_FROM, image_size=28, input_size=224, params_m=4.7, cuda=False), "staged", 160),
     (dict(per_class=1000, image_size=28, input_size=160, params_m=4.7, cuda=True), "staged", 160),
-    (dict(per_class=1000, image_size=500, input_size=224, params_m=86.6, cuda=False), "linear-probe", 128),  # too big for a CPU
+    (dict(per_class=1000, image_size=500, input_size=224, params_m=86.6, cuda=False), "linear-probe", 160),  # too big for a CPU
     (dict(per_class=1000, image_size=500, input_size=224, params_m=86.6, cuda=True), "staged", 224),
     (dict(per_class=10, image_size=20, input_size=32, params_m=0.3, cuda=False), "linear-probe", 32),
 ])
@@ -41,6 +41,8 @@ def test_recipe_by_images_per_class_image_size_and_backbone(facts, name, size):
     assert picked == recipe.choose(**facts)  # deterministic
     assert picked.settings["freeze"] == {"linear-probe": "head-only", "staged": "gradual"}[name]
     assert picked.settings["aug"] == ("none" if name == "linear-probe" else "light")  # a probe trains on cached features
+    # upscaled small images are whole objects: no center crop; larger ones keep the backbone's crop
+    assert picked.settings.get("crop_pct") == (1.0 if facts["image_size"] < size else None)
 
 
 def _plan(run, *args):
