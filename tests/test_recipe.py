@@ -94,3 +94,11 @@ def test_python_api_uses_the_recipe_too(pretrained, tmp_path):
     result = zoo.finetune(pretrained, data="synthetic:8", out=tmp_path / "auto", batch_size=8)
     config = yaml.safe_load((result.run_dir / "run_config.yaml").read_text())
     assert config["recipe"]["name"] == "linear-probe" and config["batch_size"] == 8 and len(result.history) == 30
+
+
+def test_dry_run_prints_the_recipe_as_two_lines(run, pretrained):
+    result = run("finetune", pretrained, "--data", "synthetic:8", "--dry-run")
+    assert result.exit_code == 0, result.output
+    picked, why = result.stdout.splitlines()[:2]
+    assert picked.startswith("default recipe 'linear-probe': freeze head-only") and why.startswith("  why: ")
+    assert "\\n" not in result.stdout

@@ -718,7 +718,7 @@ def _print_plan(p: dict, as_json: bool) -> None:
     if p.get("recipe"):
         from zoo.recipe import describe
 
-        click.echo(shown(describe(p["recipe"])))
+        click.echo("\n".join(map(shown, describe(p["recipe"]).splitlines())))
     table = Table(title=shown(f"{p['backbone']}: {len(p['classes'])} classes, freeze {p['freeze']}, {p['epochs']} epochs"), title_justify="left")
     for col in ("group", "params", "from epoch", "trainable", "lr scale", "norm layers"):
         table.add_column(col, no_wrap=col == "group")
