@@ -146,3 +146,15 @@ def test_a_plugin_cannot_take_a_builtins_name(site, work, tmp_path):
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert rows["zoo.heads"]["builtin"] is True and rows["zoo.heads"]["errors"] == []
     assert any("'zoo.heads'" in line and "zoo-fake" in line for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_resuming_when_two_plugins_register_the_head_runs_neither(site, work, run_b):
+    resumed = work / "resumed"
+    shutil.copytree(run_b, resumed)
+    proc, ran = zoo(site, work, "finetune", "--resume", resumed, "--epochs", "2", "--quiet")
+    assert error(proc) == (f"Error: cannot resume {resumed}: the head 'twin' is registered by both 'zoo-clash-a' and "
+                           f"'zoo-clash-b', and the run does not say which trained it: select one with ZOO_LOAD_PLUGINS")
+    assert ran == []
+    proc, ran = zoo(site, work, "finetune", "--resume", resumed, "--epochs", "2", "--quiet", plugins="clash-b")
+    assert proc.returncode == 0, proc.stderr
+    assert set(ran) == {"b"}

@@ -150,6 +150,20 @@ class Result:
     hub: dict | None = None  # the answer of the end-of-run push, when there was one
 
 
+def _one_provider(config: FinetuneConfig, run_dir: Path) -> None:
+    """A resumed run names its head and freeze policy only by name: when two installed plugins register
+    one of them, zoo cannot tell which trained the checkpoint, and runs neither (one line naming both)."""
+    from zoo.plugins import LABELS, get_plugins
+
+    plugins = get_plugins()
+    for kind, name in (("heads", config.head), ("freeze", config.freeze)):
+        claims = plugins.claims(kind, name) if name else []
+        if len(claims) > 1:
+            a, b = (plugins.label(e.plugin) for e in claims[:2])
+            raise ZooError(f"cannot resume {run_dir}: the {LABELS[kind]} '{name}' is registered by both '{a}' and '{b}', "
+                           f"and the run does not say which trained it: select one with ZOO_LOAD_PLUGINS")
+
+
 class Trainer:
     """Set up with a config, then ``fit()``.
 
@@ -179,6 +193,7 @@ class Trainer:
         self.dist = distributed.init("cuda" if cuda else "cpu")
         if resume is not None:
             self.run_dir = Path(resume)
+            _one_provider(config, self.run_dir)
             # A run killed before its first checkpoint has only run_config.yaml: it starts again from scratch.
             if self.dist.main and (self.run_dir / runs.LAST).is_file():
                 self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
@@ -303,7 +318,7 @@ class Trainer:
             with lock, _StopOnSignal(self) as self._signals:
                 return self._fit()
         except _StopNow:
-            hint = (f"resume with: zoo finetune --resume {self.run_dir}" if (self.run_dir / runs.RUN_CONFIG).is_file()
+            hint = (f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}" if (self.run_dir / runs.RUN_CONFIG).is_file()
                     else f"nothing was written to {self.run_dir} yet: run the same command again")
             raise Interrupted(f"interrupted; {hint}") from None
         except RuntimeError as exc:
