@@ -383,7 +383,7 @@ result = None
     data = make_image_folder(tmp_path / "photos", per_class=4, size=(32, 32))
     for args in (("predict", "hf-hub:user/pickled", image),
                  ("finetune", "hf-hub:user/pickled", "--data", data, "--img-size", "32", "--epochs", "1", "--out", tmp_path / "out"),
-                 ("compare", "hf-hub:user/pickled", "--data", data, "--img-size", "32")):
+                 ("compare", "hf-hub:user/pickled", "--data", data, "--img-size", "32", "--val-split", "0.25")):
         proc = zoo_cli(server, homes(), *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1, proc.stderr
