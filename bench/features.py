@@ -55,7 +55,9 @@ def main() -> None:
     args = parser.parse_args()
 
     spec = resolve(args.backbone)
-    plain = timm.create_model(spec.timm_name, pretrained=True).eval()
+    # the user's loop loads the same weights timm's own way (a plugin's backbone: the model folder it made)
+    name = f"local-dir:{backbones.model_folder(spec)}" if spec.kind == "package" else spec.timm_name
+    plain = timm.create_model(name, pretrained=True).eval()
     cfg = resolve_data_config({}, model=plain)
     size = int(cfg["input_size"][-1])
     test = fashion_mnist(None).splits["test"]
