@@ -338,12 +338,14 @@ def recorded_provider(kind: str, name: str, records: list, where: str) -> Entry:
     wins the clash; when it is not installed, or the model does not say which of several installed
     plugins it means, loading is refused in one line naming both: never another plugin's code.
     """
-    from zoo.errors import ZooError
     from packaging.utils import canonicalize_name
+
+    from zoo.errors import ZooError
+    from zoo.plugin_packages import install_hint, provides
 
     plugins = get_plugins()
     claims = plugins.claims(kind, name)
-    named = [r for r in records if isinstance(r, dict) and name in (r.get("provides") or [])]
+    named = [r for r in records if isinstance(r, dict) and name in provides(r)]  # a list, never a substring of a string
 
     def same(entry: Entry, record: dict) -> bool:
         info = plugins.info[entry.plugin]
@@ -357,8 +359,6 @@ def recorded_provider(kind: str, name: str, records: list, where: str) -> Entry:
     if not named and len(claims) == 1:  # a model that records no provider (e.g. a plain timm folder)
         return claims[0]
     label = LABELS[kind]
-    from zoo.plugin_packages import install_hint
-
     if not claims:
         raise ZooError(f"{where} uses the {label} {name!r}, which no installed plugin provides: run: "
                        f"{install_hint(named[0] if named else None)}")
