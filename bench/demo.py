@@ -109,7 +109,6 @@ def print_table(rows) -> None:
 
 def write_sample(path: Path) -> Path:
     """A Fashion-MNIST test image the demo did not score (an ankle boot) as a PNG, for `zoo predict`."""
-    from PIL import Image
 
     from zoo.builtins.datasets import fashion_mnist
 

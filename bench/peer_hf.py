@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 from torchvision import datasets, transforms
-from transformers import Trainer, TrainingArguments, TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, Trainer, TrainingArguments
 
 
 def main() -> None:

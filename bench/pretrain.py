@@ -31,7 +31,7 @@ ARGS = [
 def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / f"pretrain-fmnist-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [sys.executable, "-m", "zoo", *ARGS, "--out", str(out)]
-    print("$ zoo " + shlex.join(ARGS + ["--out", str(out)]), flush=True)
+    print("$ zoo " + shlex.join([*ARGS, "--out", str(out)]), flush=True)
     start = time.perf_counter()
     code = subprocess.call(command)
     if code:

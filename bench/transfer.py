@@ -155,8 +155,8 @@ def compare_agreement(out: Path, split_backbone: str, seeds: int) -> None:
     """Does the linear-probe ranking of `zoo compare` match the ranking full fine-tuning gives?"""
     import timm
     import torch
-    from timm.models._hub import save_config_for_hf
     from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf
 
     random_dir = out / "random-init"
     if not (random_dir / "model.safetensors").exists():

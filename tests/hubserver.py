@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["HubServer", "HubError", "git_blob_sha1", "main"]
+__all__ = ["HubError", "HubServer", "git_blob_sha1", "main"]
 
 # Files stored through LFS whatever their size; mirrors the Hub's default .gitattributes.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack", ".npz", ".pkl", ".zip")
@@ -103,7 +103,7 @@ class HubServer:
             self._repos[(repo["type"], repo["id"])] = repo
 
     # ----------------------------------------------------------------- lifecycle and test hooks
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         """Bind the Hub origin (`url`) and a second "CDN" origin (`cdn_url`) serving LFS objects."""
         handler = type("Handler", (_Handler,), {"hub": self})
         for port in (self.port, 0):
@@ -120,7 +120,7 @@ class HubServer:
             httpd.server_close()
         self._servers.clear()
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -419,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - keep test output quiet
+    def log_message(self, format, *args) -> None:
         pass
 
     def do_GET(self) -> None:

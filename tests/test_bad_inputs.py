@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import make_evil_package, make_image_folder, write_plugin_record
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"

@@ -53,7 +53,7 @@ def test_two_processes_follow_one_with_the_same_global_batch(tmp_path):
     m1 = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     m2 = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in m2] == [1, 2]
-    for r1, r2 in zip(m1, m2):  # metrics reduced over both processes: the whole validation split counted once
+    for r1, r2 in zip(m1, m2, strict=False):  # metrics reduced over both processes: the whole validation split counted once
         assert r1["val_top1"] == pytest.approx(r2["val_top1"], abs=0.02)
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=1e-3)
     # Rank 0 alone wrote the run directory: one complete timm folder, no stray files.
@@ -112,7 +112,7 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
         victims = _workers(out)
         assert len(victims) == 2, victims
         os.kill(victims[-1], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=300)
+        _stdout, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from hubserver import HubServer
 
 TOKEN = "hf_doctorPLANTEDtoken987"

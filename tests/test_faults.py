@@ -95,7 +95,7 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     subprocess.run([sys.executable, "-m", "zoo", "finetune", *args, "--epochs", "1"], check=True, capture_output=True, timeout=300)
     good = (out / LAST).read_bytes()
     # Files may not grow past 64 KB: run_config.yaml and metrics.jsonl fit, a checkpoint does not (like a full disk).
-    failed = subprocess.run(resume_command(out) + ["--epochs", "2"], capture_output=True, text=True, timeout=300,
+    failed = subprocess.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300,
                             preexec_fn=_limit_file_size(64 * 1024))
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
@@ -103,7 +103,7 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     assert len(lines) == 1 and lines[0].startswith("Error: cannot write ") and "File too large" in lines[0], failed.stderr
     assert (out / LAST).read_bytes() == good  # the last good checkpoint is intact
     assert not list(out.rglob("*.tmp"))
-    again = subprocess.run(resume_command(out) + ["--epochs", "2"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
 
@@ -235,7 +235,7 @@ def test_a_resumed_run_stopped_while_workers_decode_resumes_again(tmp_path, phot
                                              env={"ZOO_DECODE_CACHE": "0"})
     _stopped_cleanly(code, err, seconds, workers, f"Error: interrupted; resume with: zoo finetune --resume {out}")
     assert [r["epoch"] for r in metrics(out)] == [1]
-    again = subprocess.run(resume + ["--quiet"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run([*resume, "--quiet"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, make_image_folder
 from safetensors.torch import load_file
 
 import zoo
-from conftest import FAST, make_image_folder
 from zoo import backbones, freeze
 from zoo.errors import UsageError, ZooError
 from zoo.registry import resolve
@@ -114,7 +114,7 @@ def test_run_directory_is_a_timm_model_folder(tmp_path):
 
 def test_mlp_head_run_loads_in_zoo(tmp_path, run):
     zoo.finetune(data="synthetic", out=tmp_path / "r", head="mlp", head_opts={"hidden": 32}, **FAST)
-    model, _, classes = zoo.load(tmp_path / "r")
+    model, _, _classes = zoo.load(tmp_path / "r")
     assert isinstance(model, backbones.WithHead) and model.head[0].out_features == 32
     result = run("evaluate", tmp_path / "r", "--data", "synthetic", "--json")
     assert json.loads(result.output)["images"] == 24
@@ -227,8 +227,8 @@ def test_train_val_folders_and_csv(tmp_path):
 
     # stratified split without val folder: every class represented, seeded
     ds = open_dataset(str(flat))
-    t1, v1, _ = train_val(ds, val_split=0.2, seed=3)
-    t2, v2, _ = train_val(ds, val_split=0.2, seed=3)
+    _t1, v1, _ = train_val(ds, val_split=0.2, seed=3)
+    _t2, v2, _ = train_val(ds, val_split=0.2, seed=3)
     assert np.array_equal(v1.labels, v2.labels) and sorted(np.bincount(v1.labels)) == [2, 2]
 
 
@@ -418,7 +418,7 @@ def test_cuda_bf16_channels_last_run_matches_the_contract(tmp_path, aug):
     trainer = Trainer(FinetuneConfig(**dict(FAST, data="synthetic", device="cuda", epochs=3, aug=aug)), out=tmp_path / "r")
     result = trainer.fit()
     assert trainer.train_data.images.is_cuda and trainer.val_data.images.is_cuda
-    model, transform, classes = zoo.load(tmp_path / "r")  # loads on CPU from safetensors
+    _model, _transform, classes = zoo.load(tmp_path / "r")  # loads on CPU from safetensors
     assert result.metrics["top1"] > 0.5 and len(classes) == 4
     assert "device: cuda" in (tmp_path / "r" / "run_config.yaml").read_text()
 
@@ -696,7 +696,7 @@ def test_decoding_in_worker_processes_gives_the_same_bits(tmp_path, monkeypatch)
     assert pooled.skipped == inline.skipped == [str(tmp_path / "imgs" / "c1" / "0100.png")]
     assert len(pooled.labels) == len(split) - 1
     monkeypatch.setattr(data, "_workers", lambda: 2)
-    with pytest.raises(ZooError, match="cannot read image .*0100.png"):
+    with pytest.raises(ZooError, match=r"cannot read image .*0100\.png"):
         data.decode(split, pre, strict=True)
 
 

@@ -23,12 +23,12 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import yaml
-
-import zoo
 from conftest import _reset, make_image_folder
 
+import zoo
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hubserver import HubServer  # noqa: E402
+from hubserver import HubServer
 
 TOKEN = "hf_zooPLANTEDtoken123secretXYZ"
 OTHER = "hf_zooNOTgivenTOKEN987otherABC"  # shaped like a Hub token, but the client was never given it
@@ -259,7 +259,7 @@ def test_plain_timm_loads_the_pushed_model(server, run_dir, pushed, homes):
     import torch
 
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    logits = client(server, homes(), f"""
+    logits = client(server, homes(), """
 import torch, timm
 x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 model = timm.create_model("hf-hub:user/linear", pretrained=True).eval()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hubserver import HubServer, git_blob_sha1  # noqa: E402
+from hubserver import HubServer, git_blob_sha1
 
 _RESULT = "@@RESULT@@"
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image_folder
+
 from zoo.runs import holds_run
 
 pytestmark = pytest.mark.slow

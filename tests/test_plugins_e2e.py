@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import make_evil_package, write_plugin_record
 
 pytestmark = pytest.mark.slow
@@ -230,9 +229,9 @@ def test_example_head_trains_and_epoch_hook_logs(example: Venv):
     # The head the factory builds: a WithHead whose cosine classifier has the right shape and scale.
     probe = example.run("-c", (
         "import torch, zoo\n"
-        "m = zoo.load(%r)[0]\n"
+        f"m = zoo.load({str(out)!r})[0]\n"
         "print(type(m).__name__, m.head.out_features, m.head.scale, tuple(m(torch.zeros(2, 3, 32, 32)).shape))\n"
-    ) % str(out))
+    ))
     assert probe.returncode == 0, describe(probe)
     assert probe.stdout.split() == ["WithHead", "10", "16.0", "(2,", "10)"], probe.stdout
 
@@ -306,7 +305,7 @@ def test_install_from_model_installs_what_the_run_needs(example: Venv):
     assert declined.returncode == 1 and "will install zoo-example==0.1.0 (entry point 'example', provides example-cosine)" \
         in declined.stdout, describe(declined)
     assert not example.is_installed("zoo-example")
-    accepted = subprocess.run(cmd + ["-y"], cwd=example.work, env=example.env(), capture_output=True, text=True, timeout=300)
+    accepted = subprocess.run([*cmd, "-y"], cwd=example.work, env=example.env(), capture_output=True, text=True, timeout=300)
     assert accepted.returncode == 0 and "Successfully installed zoo-example-0.1.0" in accepted.stdout, describe(accepted)
     predicted = example.zoo("predict", str(out), str(REPO / "docs" / "transfer-digits.png"), "--json")
     assert predicted.returncode == 0, describe(predicted)

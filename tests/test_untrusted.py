@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image_folder, write_plugin_record
 
 # Class folder names a stranger's dataset or config.json may hold: terminal escapes (retitle the

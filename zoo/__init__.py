@@ -20,14 +20,27 @@ if TYPE_CHECKING:
     from zoo.trainer import Result
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "ZooError", "UsageError", "NotFoundError", "resolve", "list_backbones", "info",
-           "finetune", "load", "predict", "evaluate", "push", "__version__"]
+__all__ = [
+    "NotFoundError",
+    "UsageError",
+    "ZooError",
+    "__version__",
+    "evaluate",
+    "finetune",
+    "hookimpl",
+    "info",
+    "list_backbones",
+    "load",
+    "predict",
+    "push",
+    "resolve",
+]
 
 HUB_STRATEGIES = ("end", "best")
 RESUME_CHANGEABLE = ("epochs", "device", "patience")  # what --resume may change; everything else is the run's
 
 
-def resolve(name: str) -> "BackboneSpec":
+def resolve(name: str) -> BackboneSpec:
     """Resolve a backbone name (registry name, timm name, ``hf-hub:``/``local-dir:`` source)."""
     from zoo.registry import resolve as _resolve
 
@@ -54,7 +67,7 @@ def info(name: str) -> dict:
 
 def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume: str | Path | None = None,
              reporter: Any = None, push_to_hub: str | None = None, hub_strategy: str = "end", private: bool = False,
-             **options: Any) -> "Result":
+             **options: Any) -> Result:
     """Fine-tune ``backbone`` on ``data``; returns the result (metrics, run directory, history).
 
     ``options`` are FinetuneConfig fields: head, freeze, epochs, batch_size, lr, seed, ...
@@ -125,8 +138,8 @@ def load(model: str | Path) -> tuple[Any, Any, list[str]]:
 
     ``transform`` turns a PIL image into a normalized float tensor (3, H, W).
     """
-    from zoo.inference import Transform
     from zoo.backbones import load as _load
+    from zoo.inference import Transform
 
     loaded = _load(model)
     return loaded.model, Transform(loaded), loaded.classes

@@ -80,7 +80,7 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
         try:  # timm fetches the weights through huggingface_hub: offline, it answers from the cache at once
             with hub.offline_unless_reachable() if pretrained else contextlib.nullcontext():
                 model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
-        except Exception as exc:  # noqa: BLE001 - timm raises many kinds; all mean "could not build"
+        except Exception as exc:
             raise _build_error(spec, pretrained, exc, scratch_hint) from None
         return build("heads", head, model, num_classes, **(head_opts or {}))
     folder = _folder(spec, weights=pretrained)
@@ -99,7 +99,7 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
             model = _create_from_config(folder, cfg, num_classes=num_classes, state=state, model_args=model_args)
         except ZooError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _build_error(spec, pretrained, exc, scratch_hint) from None
         if pretrained and not same_classes:
             model.reset_classifier(num_classes)  # same count, other classes: a new head, not the old one
@@ -128,7 +128,7 @@ def model_folder(spec: BackboneSpec) -> Path:
         folder = Path(spec.folder())
     except ZooError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported in one line
+    except Exception as exc:
         raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') could not provide its weights: "
                        f"{type(exc).__name__}: {exc}") from None
     if not (folder / "config.json").is_file():
@@ -158,7 +158,7 @@ class Loaded:
     model: nn.Module
     config: dict
     classes: list[str]
-    preprocess: "object"  # zoo.data.Preprocess
+    preprocess: object  # zoo.data.Preprocess
     mean: tuple
     std: tuple
 
@@ -220,7 +220,7 @@ def check_model_args(args: dict, where: str, prefix: str = "", error: type[ZooEr
     for key, value in args.items():
         if key in loaders and value is not None:  # null says "none": timm's own exports write a few
             why = "an argument of timm's weight loading; zoo reads weights only from model.safetensors"
-        elif not (_plain(value) or key in LAYER_NAME_ARGS and isinstance(value, str)):
+        elif not (_plain(value) or (key in LAYER_NAME_ARGS and isinstance(value, str))):
             why = f"a {type(value).__name__}, and zoo passes timm strings only for layer names such as global_pool or act_layer"
         else:
             continue
@@ -238,7 +238,8 @@ def model_config(folder: Path, cfg: dict | None = None) -> tuple[str, dict, dict
         raise ZooError(f"{where}: 'pretrained_cfg' must be a mapping")
     for key, value in pcfg.items():
         if key not in PRETRAINED_CFG_DATA and value not in (None, False):  # null / false: no source, no custom loader
-            why = ("it tells timm where or how to load weights; zoo reads weights only from model.safetensors" if key in ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename",
+            why = ("it tells timm where or how to load weights; zoo reads weights only from model.safetensors"
+                   if key in ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename",
                                                                           "source", "custom_load")
                    else "not a data setting zoo knows")
             raise ZooError(f"{where}: 'pretrained_cfg.{key}' is not allowed ({why}): remove it")
@@ -296,7 +297,7 @@ def load_folder(folder: Path) -> Loaded:
         model = _create_from_config(folder, cfg, num_classes=num_classes)
     except ZooError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ZooError(f"{folder}/config.json names a model timm cannot build: {exc}") from None
     model = build_entry("heads", entry, model, num_classes, **head.get("options", {}))
     state = read_weights(folder / "model.safetensors")

@@ -38,7 +38,8 @@ def plugins_used(trainer) -> list[dict]:
 
     plugins = get_plugins()
     used: dict[str, dict] = {}
-    for kind, name in (("backbones", trainer.config.backbone), ("heads", trainer.config.head), ("freeze", trainer.config.freeze), ("datasets", trainer.dataset.meta.get("dataset_name"))):
+    for kind, name in (("backbones", trainer.config.backbone), ("heads", trainer.config.head), ("freeze", trainer.config.freeze),
+                       ("datasets", trainer.dataset.meta.get("dataset_name"))):
         entry = plugins.collect(kind).get(name) if name else None
         if entry is None:
             continue

@@ -354,10 +354,10 @@ def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index
 
     # First-party plugins are not on the package index: from a source checkout, their folders in plugins/.
     reqs = [pp.requirement(s) for s in specs]
-    for spec, req in zip(specs, reqs):
+    for spec, req in zip(specs, reqs, strict=False):
         if req != spec:
             click.echo(f"{shown(spec)}: from this checkout's {shown(Path(req).relative_to(Path(req).parents[1]))}")
-    local = not editable and all(r != s for r, s in zip(reqs, specs)) and pp.builds_offline()
+    local = not editable and all(r != s for r, s in zip(reqs, specs, strict=False)) and pp.builds_offline()
     # "--" ends pip's options: a requirement can never be read as one (-i URL, -r FILE, -e PATH).
     _pip(["install", "--disable-pip-version-check", *extra, *(["--no-build-isolation"] if local else []),
           *(a for e in editable for a in ("-e", e)), *(["--upgrade"] if upgrade else []), "--", *reqs])
@@ -498,7 +498,8 @@ _D = _finetune_defaults()
 @click.option("--img-size", type=int, show_default="the default recipe's for a pretrained backbone, else its pretrained size", help="Input size.")
 @click.option("--crop-pct", type=float, show_default="the backbone's",
               help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image.")
-@click.option("--aug", type=click.Choice(["none", "light", "default"]), default=_D.aug, show_default="the default recipe's for a pretrained backbone, else light",
+@click.option("--aug", type=click.Choice(["none", "light", "default"]), default=_D.aug,
+              show_default="the default recipe's for a pretrained backbone, else light",
               help="Training augmentation.")
 @click.option("--val-split", type=float, default=_D.val_split,
               help="Share of each class held out for validation when the data has no val/test split (as zoo compare).")
@@ -789,7 +790,7 @@ def evaluate(model, data, as_json):
     table.add_column("acc")
     for c in result["classes"]:
         table.add_column(shown(c[:8]), justify="right")
-    for c, row in zip(result["classes"], result["confusion"]):
+    for c, row in zip(result["classes"], result["confusion"], strict=False):
         _row(table, c, f"{result['per_class'][c]:.3f}", *row)
     _print_table(table)
 

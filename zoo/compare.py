@@ -74,7 +74,7 @@ def compare(names: list[str], *, data_spec: str, shots: int | None = None, img_s
 
     specs = [resolve(name) for name in names]  # an unknown name fails before any work
     results = []
-    for name, spec in zip(names, specs):
+    for name, spec in zip(names, specs, strict=False):
         start = time.perf_counter()
         try:
             results.append(_probe_one(name, spec, dataset, train, val, img_size, seed, start))

@@ -13,10 +13,10 @@ import hashlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,14 +30,14 @@ class Split:
     """The images of one split: ``load(i)`` returns a PIL image, ``labels[i]`` its class index."""
 
     labels: np.ndarray
-    load: Callable[[int], "object"]
+    load: Callable[[int], object]
     describe: Callable[[int], str] = str  # names item i in messages (a path, or an index)
     fingerprint: str = ""  # changes whenever the images or labels change
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: Sequence[int]) -> "Split":
+    def subset(self, indices: Sequence[int]) -> Split:
         idx = np.asarray(indices, dtype=np.int64)
         digest = hashlib.sha256(self.fingerprint.encode() + idx.tobytes()).hexdigest()[:16]
         return Split(self.labels[idx], lambda i: self.load(int(idx[i])), lambda i: self.describe(int(idx[i])), digest)
@@ -76,7 +76,7 @@ def file_split(paths: Sequence[Path], labels: Sequence[int]) -> Split:
 
     paths = list(paths)
     h = hashlib.sha256()
-    for p, y in zip(paths, labels):
+    for p, y in zip(paths, labels, strict=False):
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     return Split(np.asarray(labels, dtype=np.int64), lambda i: Image.open(paths[i]), lambda i: str(paths[i]), h.hexdigest()[:16])
@@ -159,7 +159,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     train, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        k = min(int(round(len(idx) * fraction)), len(idx) - 1)
+        k = min(round(len(idx) * fraction), len(idx) - 1)
         val.extend(idx[:k])
         train.extend(idx[k:])
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
@@ -219,8 +219,8 @@ class Preprocess:
 
 @dataclass
 class Decoded:
-    images: "object"  # uint8 tensor (N, 3, H, W)
-    labels: "object"  # int64 tensor (N,)
+    images: object  # uint8 tensor (N, 3, H, W)
+    labels: object  # int64 tensor (N,)
     skipped: list[str]
     fingerprint: str = ""  # the split's: with the preprocessing, it names these pixels
 
@@ -234,8 +234,8 @@ class Normalize:
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    device: "object"  # torch.device
-    memory_format: "object"  # torch.memory_format
+    device: object  # torch.device
+    memory_format: object  # torch.memory_format
 
     def __post_init__(self):
         import torch
@@ -284,7 +284,7 @@ def _worker(conn, inherited: list) -> None:
             conn.send(_decode_range(conn.recv()))
     except (EOFError, ConnectionError):
         pass  # the parent is gone
-    except Exception as exc:  # noqa: BLE001 - raised again in the parent
+    except Exception as exc:
         conn.send(exc)
 
 
@@ -455,7 +455,7 @@ def read_entry(path: Path) -> dict | None:
 
     try:
         return load_file(path)
-    except Exception:  # noqa: BLE001 - a damaged entry is recomputed and replaced
+    except Exception:
         return None
 
 

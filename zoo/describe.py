@@ -9,8 +9,8 @@ from zoo.errors import ZooError
 
 
 def backbone_info(name: str) -> dict:
-    import torch
     import timm
+    import torch
     from timm.models import get_pretrained_cfg
 
     from zoo.backbones import model_config, read_config
@@ -42,7 +42,7 @@ def backbone_info(name: str) -> dict:
     try:
         with torch.device("meta"):  # shapes only: no memory, no download
             model = timm.create_model(arch, pretrained=False, num_classes=pcfg.get("num_classes") or 1000, **model_args)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ZooError(f"timm cannot build '{arch}' for {spec.source}: {exc}") from None
     params = sum(p.numel() for p in model.parameters())
     meta = spec.meta

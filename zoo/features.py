@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
-from typing import Callable
 
 import torch
 from torch import nn

@@ -71,12 +71,12 @@ def _label(names: list[str], index: int) -> str:
     """A readable group name: the longest dotted prefix its parameters share."""
     split = [n.split(".") for n in names]
     common = []
-    for parts in zip(*split):
+    for parts in zip(*split, strict=False):
         if len(set(parts)) != 1:
             break
         common.append(parts[0])
     label = ".".join(common[:-1] if common == split[0] else common)
-    if not label or len(names) > 1 and len({s[0] for s in split}) > 1:
+    if not label or (len(names) > 1 and len({s[0] for s in split}) > 1):
         label = "stem" if index == 0 else f"{split[0][0]}..{split[-1][0]}"
     return label.removeprefix("backbone.")
 
@@ -91,7 +91,7 @@ def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=
     modules = dict(model.named_modules())
     allowed = getattr(policy, "trainable", None)
     frozen_norms = []
-    for group, setting in zip(groups, settings):
+    for group, setting in zip(groups, settings, strict=False):
         for n in group.params:
             params[n].requires_grad_(setting.trainable and (allowed is None or bool(allowed(n))))
         if not setting.trainable:

@@ -27,8 +27,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import UsageError, ZooError, command
 from zoo.redact import redact
@@ -74,7 +75,7 @@ class _Redact:
 
         try:
             text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record must not break the Hub call that logged it
+        except Exception:
             text = f"{record.msg} {record.args}"
         record.msg, record.args = redact(text), None
         if record.exc_info:
@@ -195,7 +196,7 @@ def download_model(repo: str, *, backbone: bool = False) -> Path:
     try:
         with offline_unless_reachable():
             return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
-    except Exception as exc:  # noqa: BLE001 - mapped to one line below
+    except Exception as exc:
         raise hub_error(exc, repo, backbone=backbone) from None
 
 
@@ -207,7 +208,7 @@ def download_file(repo: str, filename: str, *, backbone: bool = False) -> Path:
     try:
         with offline_unless_reachable():
             return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise hub_error(exc, repo, backbone=backbone) from None
 
 
@@ -232,7 +233,7 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: 
         folder = _empty_folder(Path(dry_run), run_dir)
         notes = stage_run(run_dir, folder, repo_id, with_checkpoints=with_checkpoints, link=False)
         return {"repo_id": repo_id, "repo_url": None, "revision": revision or "main", "commit": None, "head": None,
-                "files": _files(folder), "notes": notes + [f"dry run: wrote {folder}, uploaded nothing"],
+                "files": _files(folder), "notes": [*notes, f"dry run: wrote {folder}, uploaded nothing"],
                 "dry_run": str(folder)}
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         folder = Path(tmp) / "upload"
@@ -302,7 +303,7 @@ def ensure_repo(repo_id: str, *, private: bool = False) -> str:
     repo_id = parse_repo_id(repo_id)
     try:
         return str(_with_retry(lambda: HfApi().create_repo(repo_id, private=private, exist_ok=True)))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         err = hub_error(exc, repo_id, push=True)
         raise type(err)(f"{err}; fix that (or leave out --push-to-hub) and run again") from None
 
@@ -492,7 +493,7 @@ def _publish(folder: Path, repo_id: str, *, private: bool, revision: str | None,
         commit = _with_retry(commit_folder)
     except ZooError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+    except Exception as exc:
         raise hub_error(exc, repo_id, push=True, retry=retry) from None
     changed = commit.oid != info.sha
     if not changed:
@@ -541,7 +542,7 @@ def _with_retry(call: Callable[[], Any], waits: tuple[float, ...] = RETRY_WAITS)
     for wait in (*waits, None):
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if wait is None or not _transient(exc):
                 raise
             time.sleep(wait)

@@ -50,16 +50,16 @@ def predict(model, images, *, top_k: int = 5) -> list[dict]:
     probs = logits.softmax(1)
     k = min(top_k, probs.shape[1])
     out = []
-    for path, p in zip(paths, probs):
+    for path, p in zip(paths, probs, strict=False):
         values, indices = p.topk(k)
         out.append({"image": str(path), "predictions": [{"label": loaded.classes[i], "index": int(i), "score": round(float(v), 6)}
-                                                         for v, i in zip(values, indices)]})
+                                                         for v, i in zip(values, indices, strict=False)]})
     return out
 
 
 @torch.inference_mode()
 def evaluate(model, *, data: str, batch_size: int = 256) -> dict:
-    from zoo.data import decode, open_dataset, EVAL_SPLITS
+    from zoo.data import EVAL_SPLITS, decode, open_dataset
 
     loaded = backbones.load(model)
     dataset = open_dataset(data)

@@ -20,9 +20,10 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -113,7 +114,7 @@ class Plugins:
             info = PluginInfo(ep.name, version=dist.version if dist else None, distribution=dist_name)
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's fault
+            except Exception as exc:
                 self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
                 self.info[ep.name] = info
                 continue
@@ -130,7 +131,7 @@ class Plugins:
     def _register(self, name: str, module: Any, info: PluginInfo) -> None:
         try:
             self.pm.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with a misspelt name or argument
+        except Exception as exc:
             self._fail(info, f"failed to register: {exc}")
         else:
             callers = self.pm.get_hookcallers(module) or []
@@ -225,7 +226,7 @@ class Plugins:
             print(f"zoo: hook {hook_name} -> {impl.plugin_name}", file=sys.stderr)
         try:
             return impl.function(**{a: kwargs[a] for a in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - isolate plugins from each other
+        except Exception as exc:
             self._fail(self.info[impl.plugin_name], f"raised in {hook_name}: {type(exc).__name__}: {exc}")
             return None
 
@@ -279,7 +280,7 @@ def build_entry(kind: str, entry: Entry, *args, **kwargs) -> Any:
         raise
     except TypeError as exc:  # almost always a bad option name or value
         raise UsageError(f"{LABELS[kind]} '{name}': {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not shown as a traceback
+    except Exception as exc:
         raise ZooError(f"{LABELS[kind]} '{name}' (plugin '{entry.plugin}') failed: {type(exc).__name__}: {exc}") from None
     expected = _expected_result(kind, result)
     if expected:
@@ -313,7 +314,7 @@ class Guarded:
                 return value(*args, **kwargs)
             except ZooError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not shown as a traceback
+            except Exception as exc:
                 raise ZooError(f"{self._label} failed in {attr}(): {type(exc).__name__}: {exc}") from None
 
         return call

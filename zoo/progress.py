@@ -33,7 +33,8 @@ class ConsoleReporter(Reporter):
                 if self.live:
                     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-                    bar = Progress(TextColumn(shown(header.split(":")[0]).replace("{", "{{").replace("}", "}}"), markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    bar = Progress(TextColumn(shown(header.split(":")[0]).replace("{", "{{").replace("}", "}}"), markup=False),
+                                   BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                    console=self.console, transient=True)
                     bar.start()
                     task = bar.add_task("", total=total)

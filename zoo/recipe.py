@@ -93,6 +93,6 @@ def facts(config) -> dict:
     picks = np.linspace(0, len(train) - 1, num=min(8, len(train))).astype(int)  # a few images, spread over the split
     sizes = [min(train.load(int(i)).size) for i in picks]
     input_size = int((info.get("input_size") or [3, 224, 224])[-1])
-    cuda = config.device.startswith("cuda") or config.device == "auto" and torch.cuda.is_available()
+    cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     return {"per_class": per_class, "image_size": int(np.median(sizes)), "input_size": input_size,
             "params_m": info.get("params_m"), "cuda": cuda}

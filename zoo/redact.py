@@ -85,4 +85,4 @@ def redact(text: str, tokens: set[str] | None = None) -> str:
     if not any(hidden):
         return text
     return "".join(MASK if masked else "".join(ch for ch, _ in run)
-                   for masked, run in itertools.groupby(zip(text, hidden), key=lambda x: x[1]))
+                   for masked, run in itertools.groupby(zip(text, hidden, strict=False), key=lambda x: x[1]))

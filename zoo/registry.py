@@ -20,9 +20,9 @@ import fnmatch
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from zoo.errors import NotFoundError, UsageError, ZooError, closest
 
@@ -172,7 +172,7 @@ class Registry:
         self.specs = specs
 
     @classmethod
-    def load(cls) -> "Registry":
+    def load(cls) -> Registry:
         from zoo.plugins import get_plugins
 
         specs: dict[str, BackboneSpec] = {}
@@ -268,7 +268,7 @@ def natural_key(s: str):
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or os.sep in name and Path(name).exists()
+    return name.startswith(("/", "./", "../", "~")) or (os.sep in name and Path(name).exists())
 
 
 def _is_timm_model(name: str) -> bool:
@@ -287,7 +287,7 @@ def _is_timm_model(name: str) -> bool:
 def _timm_names() -> list[str]:
     try:
         return timm_pretrained_names()
-    except Exception:  # noqa: BLE001 - suggestions are a nicety
+    except Exception:
         return []
 
 

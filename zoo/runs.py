@@ -152,10 +152,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path) -> dict:
     """Training state, read with ``weights_only=True`` (nothing is unpickled)."""
     import pickle
+    import zipfile
 
     import torch
-
-    import zipfile
 
     if not path.is_file():
         raise ZooError(f"no checkpoint at {path}: nothing to resume")

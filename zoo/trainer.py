@@ -14,9 +14,9 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class FinetuneConfig:
     recipe: dict | None = None  # what the default recipe picked and why (set by zoo.recipe.resolve; a record)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FinetuneConfig":
+    def from_dict(cls, values: dict) -> FinetuneConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -85,9 +85,10 @@ class FinetuneConfig:
             if not ok:
                 raise UsageError(message)
 
-        need(self.epochs is None or isinstance(self.epochs, int) and self.epochs > 0, f"--epochs must be a positive whole number, got {self.epochs}")
+        need(self.epochs is None or (isinstance(self.epochs, int) and self.epochs > 0), f"--epochs must be a positive whole number, got {self.epochs}")
         need(isinstance(self.batch_size, int) and self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
-        need(self.lr is None or isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        need(self.lr is None or (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)),
+             f"--lr must be a positive number, got {self.lr}")
         need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}")
@@ -95,18 +96,18 @@ class FinetuneConfig:
         need(self.amp in ("auto", "bf16", "off"), f"--amp must be auto, bf16 or off, got '{self.amp}'")
         need(self.metric in ("top1", "loss"), f"--metric must be top1 or loss, got '{self.metric}'")
         need(self.img_size is None or 8 <= self.img_size <= 4096, f"--img-size must be between 8 and 4096, got {self.img_size}")
-        need(self.crop_pct is None or isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1,
+        need(self.crop_pct is None or (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1),
              f"--crop-pct must be in (0, 1], got {self.crop_pct}")
         need(self.shots is None or self.shots > 0, f"--shots must be positive, got {self.shots}")
         need(0 <= self.val_split < 1, f"--val-split must be in [0, 1), got {self.val_split}")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         backbones.check_model_args(self.model_args, "--model-arg", error=UsageError)
-        need(self.patience is None or isinstance(self.patience, int) and self.patience >= 0,  # 0: off
+        need(self.patience is None or (isinstance(self.patience, int) and self.patience >= 0),  # 0: off
              f"--patience must be a positive number of epochs (leave it out for no early stopping), got {self.patience}")
         need(isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         need(isinstance(self.warmup_epochs, (int, float)) and 0 <= self.warmup_epochs < math.inf,
              f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        need(self.clip_grad is None or isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0,
+        need(self.clip_grad is None or (isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0),
              f"--clip-grad must be a positive number, got {self.clip_grad}")
         need(self.save_every is None or (isinstance(self.save_every, int) and self.save_every > 0),
              f"--save-every must be a positive number of batches, got {self.save_every}")
@@ -189,7 +190,7 @@ class Trainer:
         self.should_stop = self.interrupted = False
         self.on_best = on_best
         self.resume_state = None
-        cuda = config.device.startswith("cuda") or config.device == "auto" and torch.cuda.is_available()
+        cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
         self.dist = distributed.init("cuda" if cuda else "cpu")
         if resume is not None:
             self.run_dir = Path(resume)
@@ -252,7 +253,7 @@ class Trainer:
         self.model.to(self.device, memory_format=self.memory_format)
         self._prepare = data.Normalize(self.data_cfg["mean"], self.data_cfg["std"], self.device, self.memory_format)
         self._keep_data_on_gpu()
-        self.amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or cfg.amp == "auto" and self.device.type == "cuda") else None
+        self.amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")) else None
         self.feature_dtype = features.pass_dtype(self.device, cfg.amp, self.amp_dtype)  # of the frozen-feature pass
 
         # Optimizer: one SGD group per (parameter group, decay or not); lr is set every update.
@@ -267,7 +268,7 @@ class Trainer:
         self.batches_per_epoch = _batches(n, self.global_batch, self.dist.world)
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
         self.total_updates = self.updates_per_epoch * cfg.epochs
-        self.warmup_updates = int(round(cfg.warmup_epochs * self.updates_per_epoch))
+        self.warmup_updates = round(cfg.warmup_epochs * self.updates_per_epoch)
         self.ema = None
         if cfg.ema_decay:
             from timm.utils import ModelEmaV3
@@ -458,7 +459,7 @@ class Trainer:
             if world > 1:
                 self.interrupted = distributed.any_true(self.interrupted, self.device)
             at_update = self.batch % cfg.accum_steps == 0 and self.batch < self.batches_per_epoch
-            if at_update and (self.interrupted or cfg.save_every and self.batch % cfg.save_every == 0):
+            if at_update and (self.interrupted or (cfg.save_every and self.batch % cfg.save_every == 0)):
                 self._save_last()
                 if self.interrupted:
                     return
@@ -555,7 +556,7 @@ class Trainer:
         total = int(confusion.sum())
         per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1)
         result = {"loss": loss_sum / total, "top1": float(confusion.diag().sum()) / total,
-                  "per_class": {c: round(float(a), 4) for c, a in zip(self.classes, per_class)},
+                  "per_class": {c: round(float(a), 4) for c, a in zip(self.classes, per_class, strict=False)},
                   "confusion": confusion.tolist(), "images": total}
         if n_classes >= 5:
             result["top5"] = top5 / total
@@ -649,7 +650,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _numpy_state():
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return [keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
@@ -717,7 +718,8 @@ class Reporter:
             from zoo.plugins import warn
 
             shown = ", ".join(decoded.skipped[:3])
-            warn(f"skipped {len(decoded.skipped)} unreadable {name} file(s): {shown}{' ...' if len(decoded.skipped) > 3 else ''} (use --strict to fail instead)")
+            warn(f"skipped {len(decoded.skipped)} unreadable {name} file(s): {shown}{' ...' if len(decoded.skipped) > 3 else ''} "
+                 f"(use --strict to fail instead)")
         return decoded
 
     def note(self, text: str):

@@ -114,7 +114,7 @@ def map_state_dict(source: dict, target: dict) -> dict:
     if len(source) != len(target):
         raise ZooError(f"the checkpoint has {len(source)} tensors, timm's model {len(target)}: they cannot be mapped")
     mapped = {}
-    for (src, tensor), (dst, expected) in zip(source.items(), target.items()):
+    for (src, tensor), (dst, expected) in zip(source.items(), target.items(), strict=False):
         # The last part names the kind (weight, bias, running_mean, ...): same-shaped tensors cannot swap places.
         if tuple(tensor.shape) != tuple(expected.shape) or src.rpartition(".")[2] != dst.rpartition(".")[2]:
             raise ZooError(f"the checkpoint's {src} {tuple(tensor.shape)} does not match timm's {dst} {tuple(expected.shape)}")

@@ -70,7 +70,7 @@ def _number(head: str, name: str, value) -> float:
         raise UsageError(f"head '{head}': {name} must be a number, got {value!r}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _classes():
     """The head modules, defined on first use so that importing the plugin does not import torch."""
     import math

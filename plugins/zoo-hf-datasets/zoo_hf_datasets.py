@@ -104,7 +104,7 @@ def _load(target: str, loader, *args, **kwargs):
     """Run a datasets loader; its many exception types become one line."""
     try:
         loaded = loader(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - datasets, fsspec, pyarrow and the Hub raise many kinds
+    except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ZooError(f"cannot load '{target}' with Hugging Face datasets: {text}") from None
     import datasets

@@ -19,7 +19,7 @@ from pathlib import Path
 from zoo import hookimpl
 
 ENV_DIR = "ZOO_TENSORBOARD_DIR"
-_writers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # trainer -> its SummaryWriter
+_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # trainer -> its SummaryWriter
 
 
 def log_dir(run_dir: Path) -> Path:

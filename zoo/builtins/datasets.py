@@ -20,7 +20,8 @@ SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test
 @hookimpl
 def zoo_register_datasets(register):
     register("imagefolder", imagefolder, description="imagefolder:PATH - one subfolder per class (train/ and val/ or test/ used when present)")
-    register("csv", csv_dataset, extensions=[".csv"], description="csv:FILE or FILE.csv - columns image (path inside the CSV's folder) and label; optional split column")
+    register("csv", csv_dataset, extensions=[".csv"],
+             description="csv:FILE or FILE.csv - columns image (path inside the CSV's folder) and label; optional split column")
     register("fashion-mnist", fashion_mnist, description=f"fashion-mnist[:DIR] - Fashion-MNIST IDX files (default {FASHION_MNIST_DIR})")
     register("digits", digits, description="digits - scikit-learn's 1,797 real 8x8 handwritten digits")
     register("synthetic", synthetic, description="synthetic[:N] - tiny deterministic colour/shape images for tests (N per class)")
@@ -238,7 +239,7 @@ def synthetic(arg: str | None):
     ]
     colours = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 230, 230)]
     images, labels = [], []
-    for label, (mask, colour) in enumerate(zip(shapes, colours)):
+    for label, (mask, colour) in enumerate(zip(shapes, colours, strict=False)):
         for _ in range(per_class * 5 // 4):  # a quarter more, held out as the test split
             img = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
             shift = rng.integers(-4, 5, size=2)

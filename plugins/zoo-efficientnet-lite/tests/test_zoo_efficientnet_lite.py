@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import zoo_efficientnet_lite as lite
 
 import zoo
-import zoo_efficientnet_lite as lite
 from zoo import backbones
 from zoo.plugins import get_plugins
 from zoo.registry import resolve
@@ -107,10 +107,10 @@ def test_every_tensor_lands_and_the_model_equals_a_mapping_by_hand(name, tensors
     mapped = lite.map_state_dict(source, target)
     assert list(mapped) == list(target) and len(mapped) == len(source) == tensors
     assert all(mapped[k].shape == target[k].shape for k in target)
-    assert all(a is b for a, b in zip(mapped.values(), source.values()))  # each tensor once, in order
+    assert all(a is b for a, b in zip(mapped.values(), source.values(), strict=False))  # each tensor once, in order
 
     # By hand: the i-th tensor of the checkpoint is the i-th of timm's model.
-    plain.load_state_dict({k: v for k, v in zip(target, source.values())}, strict=True)
+    plain.load_state_dict({k: v for k, v in zip(target, source.values(), strict=False)}, strict=True)
     model = build(name)  # through zoo: package -> hash check -> cached safetensors -> timm's local-dir loader
     x = torch.randn(2, 3, w.input_size, w.input_size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -199,7 +199,7 @@ def test_later_builds_read_only_the_cached_copy(tmp_path, monkeypatch, torch_loa
     weights.unlink()  # the package's file is gone: the cached copy is all a later build needs
     second = build()
     assert len(torch_loads) == 1
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=False))
 
 
 def test_a_damaged_cached_copy_is_made_again(tmp_path, capfd, torch_loads):

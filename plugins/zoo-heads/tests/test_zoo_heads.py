@@ -48,7 +48,7 @@ def test_attention_pool_trains_on_cnn_and_vit(cli, tmp_path, backbone, extra, fe
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1] and history[0]["train_loss"] > 0
 
-    model, transform, classes = zoo.load(run)
+    model, _transform, classes = zoo.load(run)
     assert type(model.head).__name__ == "AttentionPool"
     assert model.head.attn.num_heads == 2
     x = torch.randn(3, 3, 32, 32)
