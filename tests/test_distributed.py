@@ -94,7 +94,7 @@ def _workers(run_dir: Path) -> list[int]:
         except OSError:
             continue
         text = [c.decode(errors="replace") for c in cmd]
-        if "--resume" in text and str(run_dir) in text and not any("torch.distributed.run" in c for c in text):
+        if "--resume" in text and str(run_dir) in text and "zoo.distributed" not in text:  # (that is torchrun)
             pids.append(int(proc.name))
     return pids
 
