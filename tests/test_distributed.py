@@ -235,3 +235,16 @@ def test_a_node_whose_peers_never_come_stops_with_one_line(tmp_path):
         f"Error: not all 2 nodes joined at {alone.args[-3]} within 3 s: start the same command on every node (see ZOO_RDZV_TIMEOUT)"]
     assert not (tmp_path / "run").exists()
     print(f"gave up after {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.parametrize(("args", "env", "line"), [
+    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:9"], {}, "--node-rank must be in 0..1 with --nnodes 2, got 2"),
+    (["--nnodes", "2"], {}, "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)"),
+    (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"], {"ZOO_RDZV_TIMEOUT": "soon"},
+     "ZOO_RDZV_TIMEOUT must be a number of seconds above 0, got 'soon'"),
+    (["--nproc-per-node", "2", "--max-restarts", "-1"], {}, "--max-restarts must be >= 0, got -1"),
+])
+def test_bad_launch_settings_are_one_line_before_anything_is_written(tmp_path, args, env, line):
+    done = zoo("finetune", "test_resnet", *COMMON, "--out", tmp_path / "run", *args, env={**os.environ, **env})
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"Error: {line}"]
+    assert not (tmp_path / "run").exists()

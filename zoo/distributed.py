@@ -144,15 +144,25 @@ def rendezvous_timeout() -> float:
     return value
 
 
-def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
-           rdzv_endpoint: str | None = None, max_restarts: int = 0) -> int:
-    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came)."""
+def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdzv_endpoint: str | None, max_restarts: int) -> None:
+    """The launch settings are usable (checked before anything is written or started)."""
     if nproc_per_node < 1 or nnodes < 1:
         raise UsageError("--nproc-per-node and --nnodes must be at least 1")
     if max_restarts < 0:
         raise UsageError(f"--max-restarts must be >= 0, got {max_restarts}")
     if nnodes > 1 and not rdzv_endpoint:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)")
+    if node_rank is not None and not 0 <= node_rank < nnodes:
+        raise UsageError(f"--node-rank must be in 0..{nnodes - 1} with --nnodes {nnodes}, got {node_rank}")
+    if nnodes > 1:
+        rendezvous_timeout()
+
+
+def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
+           rdzv_endpoint: str | None = None, max_restarts: int = 0) -> int:
+    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came)."""
+    check_launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                 max_restarts=max_restarts)
     env = dict(os.environ)
     # torchrun sets OMP_NUM_THREADS=1 with a warning; split the cores between workers instead.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from zoo import data, distributed, recipe, runs
-from zoo.errors import UsageError, ZooError, command
+from zoo.errors import ZooError, command
 
 
 def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: dict, quiet: bool, as_json: bool,
@@ -33,8 +33,8 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
     from zoo.registry import resolve
     from zoo.trainer import FinetuneConfig, default_out
 
-    if node_rank is not None and not 0 <= node_rank < nnodes:
-        raise UsageError(f"--node-rank must be in 0..{nnodes - 1} with --nnodes {nnodes}, got {node_rank}")
+    distributed.check_launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                             max_restarts=max_restarts)
     with contextlib.ExitStack() as stack:
         if resume:
             run_dir = Path(resume)
