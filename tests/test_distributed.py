@@ -94,7 +94,7 @@ def _workers(run_dir: Path) -> list[int]:
         except OSError:
             continue
         text = [c.decode(errors="replace") for c in cmd]
-        if "--resume" in text and str(run_dir) in text and not any("torch.distributed.run" in c for c in text):
+        if "--resume" in text and str(run_dir) in text and "zoo.distributed" not in text:  # (that is torchrun)
             pids.append(int(proc.name))
     return pids
 
@@ -121,3 +121,130 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 31))  # each epoch once: the restarted workers continued, not restarted from zero
     assert (out / "model.safetensors").is_file()
+
+
+# -- two nodes on one machine: two torchrun agents meeting at a c10d rendezvous on 127.0.0.1 ----------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node(rank: int, port: int, *args, out: Path) -> subprocess.Popen:
+    """``zoo finetune`` on "machine" ``rank`` of two; each has a --out of its own (storage not shared)."""
+    return subprocess.Popen([sys.executable, "-m", "zoo", "finetune", *map(str, args), "--nnodes", "2", "--node-rank", str(rank),
+                             "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120"})
+
+
+def _finish(*procs: subprocess.Popen, timeout: float = 300) -> list[tuple[int, str]]:
+    try:
+        return [(p.wait(timeout=timeout), p.communicate()[1]) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def test_two_nodes_follow_one_process_with_the_same_global_batch(tmp_path):
+    backbone, extra = "test_vit", ["--model-arg", "img_size=32"]  # no BatchNorm (see above)
+    args = [backbone, *COMMON, "--epochs", "1", *extra]
+    port, node0, node1 = _free_port(), tmp_path / "node0", tmp_path / "node1"
+    started = time.monotonic()
+    (code0, err0), (code1, err1) = _finish(_node(0, port, *args, "--batch-size", "32", out=node0),
+                                           _node(1, port, *args, "--batch-size", "32", out=node1))
+    print(f"two nodes: {time.monotonic() - started:.1f} s")
+    assert code0 == 0 and code1 == 0, err0 + err1
+    assert "node 1 of 2: waiting for all nodes to join at 127.0.0.1" in err1
+    assert not node1.exists()  # rank 0 alone wrote: node 1's own --out stays unused
+    one = zoo("finetune", *args, "--batch-size", "64", "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    worst = assert_close(weights(tmp_path / "one"), weights(node0), atol=1e-4)
+    print(f"largest weight difference, 1 x 64 against 2 nodes x 32: {worst:.2e}")
+    assert torch.load(node0 / "checkpoints/last.pt", weights_only=True)["world"] == 2
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen) -> None:
+    import socket
+
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline and proc.poll() is None, "the rendezvous never opened"
+        time.sleep(0.1)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def test_a_lost_node_is_started_again_and_the_run_continues_from_rank_0s_checkpoint(tmp_path):
+    # One --out for both, as on a shared file system: node 1 neither refuses it nor locks it.
+    args = ["test_resnet", *COMMON, "--epochs", "6", "--batch-size", "16", "--max-restarts", "1"]
+    port, run = _free_port(), tmp_path / "run"
+    first = _node(0, port, *args, out=run)
+    _wait_for_port(port, first)  # node 0's agent holds the rendezvous, as the machine named by --rdzv-endpoint does
+    lost = _node(1, port, *args, out=run)
+    started = time.monotonic()
+    try:
+        while not (run / "checkpoints/last.pt").exists():
+            assert time.monotonic() < started + 240 and first.poll() is None and lost.poll() is None, "no checkpoint appeared"
+            time.sleep(0.1)
+        for pid in _tree(lost.pid):  # the whole machine goes: launcher, torchrun agent and worker
+            os.kill(pid, signal.SIGKILL)
+        lost.wait()
+        again = _node(1, port, *args, out=run)  # what a scheduler does: the same command on a new machine
+        (code0, err0), (code1, err1) = _finish(first, again)
+    finally:
+        first.kill()
+        lost.kill()
+    print(f"from the first checkpoint to the end: {time.monotonic() - started:.1f} s")
+    assert code0 == 0 and code1 == 0, err0 + err1
+    assert "another process of this run stopped" in err0  # rank 0's one line when node 1 went, then torchrun restarted it
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 7))  # each epoch once: the new node got rank 0's checkpoint, nothing started over
+    assert (run / "model.safetensors").is_file() and not (run / ".lock").exists()
+
+
+def test_a_node_whose_peers_never_come_stops_with_one_line(tmp_path):
+    started = time.monotonic()
+    alone = zoo("finetune", "test_resnet", *COMMON, "--epochs", "1", "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint",
+                f"127.0.0.1:{_free_port()}", "--out", tmp_path / "run", env={**os.environ, "ZOO_RDZV_TIMEOUT": "3"})
+    assert alone.returncode == 1
+    assert alone.stderr.splitlines() == [
+        f"zoo: node 0 of 2: waiting for all nodes to join at {alone.args[-3]} (at most 3 s, ZOO_RDZV_TIMEOUT)",
+        f"Error: not all 2 nodes joined at {alone.args[-3]} within 3 s: start the same command on every node (see ZOO_RDZV_TIMEOUT)"]
+    assert not (tmp_path / "run").exists()
+    print(f"gave up after {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.parametrize(("args", "env", "line"), [
+    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:9"], {}, "--node-rank must be in 0..1 with --nnodes 2, got 2"),
+    (["--nnodes", "2"], {}, "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)"),
+    (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"], {"ZOO_RDZV_TIMEOUT": "soon"},
+     "ZOO_RDZV_TIMEOUT must be a number of seconds above 0, got 'soon'"),
+    (["--nproc-per-node", "2", "--max-restarts", "-1"], {}, "--max-restarts must be >= 0, got -1"),
+])
+def test_bad_launch_settings_are_one_line_before_anything_is_written(tmp_path, args, env, line):
+    done = zoo("finetune", "test_resnet", *COMMON, "--out", tmp_path / "run", *args, env={**os.environ, **env})
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"Error: {line}"]
+    assert not (tmp_path / "run").exists()

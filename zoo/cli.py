@@ -582,8 +582,11 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
     hub_args = {"push_to_hub": push_to_hub, "hub_strategy": hub_strategy, "private": private} if push_to_hub else {}
     ctx = distributed.env_context()
     if ((nproc_per_node or 1) > 1 or (nnodes or 1) > 1) and not ctx.enabled and not dry_run:
-        _launch(values, resume, out, hub_args, quiet, as_json, nproc_per_node=nproc_per_node or 1, nnodes=nnodes or 1,
-                node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, max_restarts=max_restarts)
+        from zoo import launch
+
+        launch.finetune(values, resume=resume, out=out, hub_args=hub_args, quiet=quiet, as_json=as_json,
+                        nproc_per_node=nproc_per_node or 1, nnodes=nnodes or 1, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                        max_restarts=max_restarts)
         return
     reporter = ConsoleReporter(quiet=quiet or not ctx.main, json_mode=as_json and ctx.main)
     if resume:
@@ -618,50 +621,6 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
             click.echo(f"predict with: {command('zoo', 'predict', 'hf-hub:' + pushed['repo_id'], 'IMAGE')}")
         else:
             click.echo(f"predict with: {command('zoo', 'predict', result.run_dir, 'IMAGE')}")
-
-
-def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: bool, **launch) -> None:
-    """Start the workers of a multi-process run under torchrun; each runs ``zoo finetune --resume DIR``.
-
-    The run directory and its run_config.yaml are written first, so the workers, and any worker
-    torchrun restarts, all read one configuration and continue from the latest checkpoint.
-    """
-    import dataclasses
-
-    import yaml
-
-    import zoo
-    from zoo import data, distributed, recipe, runs
-    from zoo.registry import resolve
-    from zoo.trainer import FinetuneConfig, default_out
-
-    if resume:
-        run_dir = Path(resume)
-        zoo._config_from_run(run_dir, values)  # only what --resume may change
-        overrides = [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    else:
-        config = FinetuneConfig.from_dict(values)
-        config.validate()
-        resolve(config.backbone)  # bad names and data fail here, once, before anything is written
-        data.open_dataset(config.data)
-        config = recipe.resolve(config)  # the workers resume from run_config.yaml: the recipe is picked once, here
-        if config.recipe and not quiet:
-            click.echo(recipe.describe(config.recipe), err=True)
-        run_dir = Path(out) if out else default_out(config)
-        with runs.RunLock(run_dir):
-            runs.refuse_existing_run(run_dir)
-            runs.atomic_write_text(run_dir / runs.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-        overrides = []
-    args = ["finetune", "--resume", str(run_dir), *overrides]
-    if hub_args:
-        args += ["--push-to-hub", hub_args["push_to_hub"], "--hub-strategy", hub_args["hub_strategy"]]
-        args += ["--private"] if hub_args["private"] else []
-    args += ["--quiet"] if quiet else []
-    args += ["--json"] if as_json else []
-    code = distributed.launch(args, run_id=distributed.run_id_for(run_dir), **launch)
-    if code:
-        raise ZooError(f"the distributed run stopped (torchrun exit code {code}); continue it with: "
-                       f"{command('zoo', 'finetune', '--resume', run_dir, '--nproc-per-node', launch['nproc_per_node'])}")
 
 
 # -- push -----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from zoo.errors import UsageError
 
@@ -34,11 +33,24 @@ class Context:
 
 
 def env_context() -> Context:
-    """This process's place in the job, from torchrun's variables (one process without them)."""
+    """This process's place in the job, from torchrun's variables (one process without them).
+
+    With ``--node-rank`` (ZOO_NODE_RANK, set by zoo's launcher) the ranks follow the node ranks, so
+    node 0 holds rank 0 after every rendezvous: torchrun's c10d rendezvous orders the nodes by
+    host name and process id, and rank 0 must stay on the machine that has the run directory.
+    """
     try:
-        return Context(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-    except ValueError:
-        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers (they are set by torchrun)") from None
+        ctx = Context(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+        node = os.environ.get("ZOO_NODE_RANK")
+        if node is None or not ctx.enabled:
+            return ctx
+        rank = int(node) * int(os.environ["LOCAL_WORLD_SIZE"]) + ctx.local_rank
+    except (ValueError, KeyError):
+        raise UsageError("RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be whole numbers (they are set by torchrun)") from None
+    if rank >= ctx.world:
+        raise UsageError(f"--node-rank {node} x --nproc-per-node {os.environ['LOCAL_WORLD_SIZE']} does not fit in {ctx.world} "
+                         "processes: give every node the same --nproc-per-node and its own --node-rank below --nnodes")
+    return Context(rank, ctx.world, ctx.local_rank)
 
 
 def restart_count() -> int:
@@ -54,15 +66,19 @@ def init(device_type: str) -> Context:
 
         if not dist.is_initialized():
             backend, timeout = ("nccl" if device_type == "cuda" else "gloo"), timedelta(minutes=30)
-            if restart_count() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # Our own client of torchrun's store: ranks may be renumbered (ZOO_NODE_RANK), so torch's
+            # env:// set-up, which starts the store on *its* rank 0, cannot be used.
+            agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.world, timeout=timeout,
+                                  is_master=not agent_store and os.environ.get("RANK") == "0")
+            if agent_store and restart_count():
                 # torchrun keeps its store across restarts: the dead workers' addresses would still be
-                # in it, so each attempt's process group uses keys of its own.
-                store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.world, is_master=False,
-                                      timeout=timeout)
-                dist.init_process_group(backend, store=dist.PrefixStore(f"zoo/attempt-{restart_count()}", store), rank=ctx.rank,
-                                        world_size=ctx.world, timeout=timeout)
-            else:
-                dist.init_process_group(backend, timeout=timeout)
+                # in it, so each attempt's process group uses keys of its own. (zoo's multi-node launcher
+                # turns the shared store off: a node started again would count its restarts from 0.)
+                store = dist.PrefixStore(f"zoo/attempt-{restart_count()}", store)
+            if os.environ.get("ZOO_NODE_RANK") is not None and store.add(f"zoo/rank-{ctx.rank}", 1) > 1:
+                raise UsageError(f"two nodes were started with --node-rank {os.environ['ZOO_NODE_RANK']}: give each its own")
+            dist.init_process_group(backend, store=store, rank=ctx.rank, world_size=ctx.world, timeout=timeout)
     return ctx
 
 
@@ -113,28 +129,57 @@ def broadcast(obj):
     return box[0]
 
 
-def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
-           rdzv_endpoint: str | None = None, max_restarts: int = 0, run_id: str = "zoo") -> int:
-    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code."""
+RENDEZVOUS_TIMEOUT, RENDEZVOUS_LOST = 3, 4  # the agent's exit codes: the other nodes did not come; the rendezvous went
+
+
+def rendezvous_timeout() -> float:
+    """Seconds a node waits for the others (ZOO_RDZV_TIMEOUT; torchrun's 600 by default), at the start and at each restart."""
+    text = os.environ.get("ZOO_RDZV_TIMEOUT", "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 1e9:
+        raise UsageError(f"ZOO_RDZV_TIMEOUT must be a number of seconds above 0, got '{text}'")
+    return value
+
+
+def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdzv_endpoint: str | None, max_restarts: int) -> None:
+    """The launch settings are usable (checked before anything is written or started)."""
     if nproc_per_node < 1 or nnodes < 1:
         raise UsageError("--nproc-per-node and --nnodes must be at least 1")
     if max_restarts < 0:
         raise UsageError(f"--max-restarts must be >= 0, got {max_restarts}")
     if nnodes > 1 and not rdzv_endpoint:
         raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node), "--nnodes", str(nnodes),
-           "--max-restarts", str(max_restarts)]
-    if rdzv_endpoint:
-        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", run_id]
-        if node_rank is not None:
-            cmd += ["--node-rank", str(node_rank)]
-    else:
-        cmd += ["--standalone"]
-    cmd += ["-m", "zoo", *worker_args]
+    if node_rank is not None and not 0 <= node_rank < nnodes:
+        raise UsageError(f"--node-rank must be in 0..{nnodes - 1} with --nnodes {nnodes}, got {node_rank}")
+    if nnodes > 1:
+        rendezvous_timeout()
+
+
+def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
+           rdzv_endpoint: str | None = None, max_restarts: int = 0) -> int:
+    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came)."""
+    check_launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                 max_restarts=max_restarts)
     env = dict(os.environ)
     # torchrun sets OMP_NUM_THREADS=1 with a warning; split the cores between workers instead.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
     env.setdefault("LOGLEVEL", "WARNING")
+    cmd = [sys.executable, "-m", "zoo.distributed", "--nproc-per-node", str(nproc_per_node), "--nnodes", str(nnodes),
+           "--max-restarts", str(max_restarts)]
+    if rdzv_endpoint:
+        # One rendezvous per endpoint: the id is the same on every node, whatever its --out.
+        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", "zoo",
+                "--rdzv-conf", f"join_timeout={rendezvous_timeout():g}"]
+        # A fresh store for each rendezvous round: a node started again joins the others' next round.
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        if node_rank is not None:  # (torchrun's own --node-rank is for its static rendezvous only)
+            env["ZOO_NODE_RANK"] = str(node_rank)
+    else:
+        cmd += ["--standalone"]
+    cmd += ["-m", "zoo", *worker_args]
     proc = subprocess.Popen(cmd, env=env)
     while True:
         try:
@@ -143,7 +188,22 @@ def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node
             continue  # torchrun and the workers got the same Ctrl-C: they checkpoint and stop; wait for them
 
 
-def run_id_for(out: Path) -> str:
-    import hashlib
+def _agent(argv: list[str]) -> int:
+    """torchrun, with its rendezvous failures as exit codes instead of tracebacks."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
+    from torch.distributed.run import main
 
-    return "zoo-" + hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    try:
+        main(argv)
+    except RendezvousTimeoutError:
+        return RENDEZVOUS_TIMEOUT
+    except RendezvousError:
+        return RENDEZVOUS_LOST  # the agent that held the rendezvous (on the --rdzv-endpoint machine) stopped
+    except ChildFailedError:
+        return 1  # torchrun has logged which worker failed, and how
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_agent(sys.argv[1:]))

@@ -202,8 +202,8 @@ class Trainer:
             self.run_dir = Path(out) if out else default_out(config)
             if self.dist.main:
                 runs.refuse_existing_run(self.run_dir)
-        if self.dist.enabled:
-            self.resume_state = distributed.broadcast(self.resume_state)
+        if self.dist.enabled:  # rank 0's run for all: another machine may not see its folder
+            self.config, self.run_dir, self.resume_state = distributed.broadcast((self.config, self.run_dir, self.resume_state))
 
     # -- setup --------------------------------------------------------------------------
     def setup(self) -> None:
