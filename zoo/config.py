@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from zoo.errors import UsageError, closest, shown
-from zoo.recipe import DEFAULTS as RECIPE_DEFAULTS
 
 AUGMENTATIONS = ("none", "light", "default")
 AMP_MODES = ("auto", "bf16", "off")
 METRICS = ("top1", "loss")
 HUB_STRATEGIES = ("end", "best")
+WITHOUT_RECIPE = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # what zoo.recipe leaves when it does not apply
 INT_MAX = 2**31 - 1  # counts reach torch and numpy as 32-bit integers: a larger one overflows there, not here
 GROUPS = {"model": "Data, model and freezing", "optimization": "Optimization",
           "processes": "Several processes and machines (see [distributed.md](distributed.md))", "publish": "Publishing"}
@@ -139,7 +139,7 @@ def setting(default: Any = dataclasses.MISSING, **kw: Any) -> Any:
 
 
 def _recipe(name: str, otherwise: str | None = None) -> str:
-    return f"the default recipe's for a pretrained backbone, else {otherwise or RECIPE_DEFAULTS[name]}"
+    return f"the default recipe's for a pretrained backbone, else {otherwise or WITHOUT_RECIPE[name]}"
 
 
 @dataclass
