@@ -516,6 +516,12 @@ def case_config_file_not_utf8(tmp, good_run):
 
 
 @case
+def case_config_file_number_too_long(tmp, good_run):
+    (tmp / "cfg.yaml").write_text("backbone: test_resnet\ndata: synthetic\nseed: " + "9" * 5000 + "\n")
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
 def case_resume_with_a_bad_value_in_run_config(tmp, good_run):
     run = copy_run(good_run, tmp)
     text = (run / "run_config.yaml").read_text()
@@ -668,7 +674,7 @@ BAD_SETTINGS = {
     "aug": (["heavy"], ["heavy", 1]),
     "val_split": (["1", "-0.1"], [1, "0.1", None]),
     "shots": (["0", "-1"], [0, 1.5]),
-    "seed": (["-1", str(2**32), "1.5"], [-1, 2**32, 2**64, "0", None, 0.0]),
+    "seed": (["-1", str(2**32), "1.5", "9" * 5000], [-1, 2**32, 2**64, 10**5000, "0", None, 0.0]),
     "pretrained": ([], ["false", 0, None]),
     "device": (["gpu", "cuda:x", "CPU"], ["gpu", 0, None]),
     "metric": (["accuracy"], ["accuracy", None]),
@@ -690,9 +696,18 @@ BAD_SETTINGS = {
 }
 
 
-def _cases(which: int, keep=lambda name: True):
-    return [pytest.param(name, value, id=f"{name}={value!r}"[:60]) for name, bad in BAD_SETTINGS.items() if keep(name)
-            for value in bad[which]]
+def _cases(which: int, keep=lambda name, value: True):
+    return [pytest.param(name, value, id=f"{name}={_short(value)}") for name, bad in BAD_SETTINGS.items()
+            for value in bad[which] if keep(name, value)]
+
+
+def _short(value) -> str:
+    return f"<int of {value.bit_length()} bits>" if isinstance(value, int) and value.bit_length() > 64 else repr(value)[:40]
+
+
+def _dumpable(name, value) -> bool:
+    """Keys of a --config file, with values YAML can write (Python cannot write an int of 5000 digits: a case of its own)."""
+    return name not in ("hub_strategy", "private") and not (isinstance(value, int) and value.bit_length() > 1000)
 
 
 def _one_error_line(result) -> str:
@@ -724,7 +739,7 @@ def test_every_bad_setting_on_the_command_line(name, text, run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name, value", _cases(1, lambda name: name not in ("hub_strategy", "private")))
+@pytest.mark.parametrize("name, value", _cases(1, _dumpable))
 def test_every_bad_setting_in_a_config_file(name, value, run, tmp_path):
     import yaml
 
@@ -748,7 +763,7 @@ def test_every_bad_setting_as_a_keyword(name, value, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name, value", _cases(1, lambda name: name in ("epochs", "device", "patience")))
+@pytest.mark.parametrize("name, value", _cases(1, lambda name, value: name in ("epochs", "device", "patience")))
 def test_a_bad_setting_with_resume(name, value, good_run, tmp_path):
     """What --resume may change is checked as strictly as the rest, before the run is touched."""
     import zoo
@@ -757,3 +772,8 @@ def test_a_bad_setting_with_resume(name, value, good_run, tmp_path):
     with pytest.raises(zoo.UsageError, match=f"^{name} must be "):
         zoo.finetune(resume=good_run, **{name: value})
     assert snapshot(good_run) == before
+
+
+@pytest.mark.parametrize("flag, text", [("--seed", "-1"), ("--val-split", "1"), ("--shots", "0"), ("--img-size", "4")])
+def test_compare_checks_the_settings_it_shares_with_finetune(flag, text, run):
+    assert _one_error_line(run("compare", "test_resnet", "--data", "synthetic:4", flag, text)).startswith(f"{flag} must be ")

@@ -124,6 +124,8 @@ def _num(x: float) -> str:
 
 
 def _got(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 1000:  # Python refuses to write an int of over 4300 digits
+        return f"a whole number of {value.bit_length()} bits"
     text = repr(value) if isinstance(value, (str, list, dict, tuple)) else str(value)
     return shown(text if len(text) <= 60 else text[:57] + "...")
 
@@ -364,6 +366,8 @@ def load_file(path: str | Path, *, option: str = "") -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UsageError(f"{prefix}{where}: not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UsageError(f"{prefix}{path}: a value zoo cannot read ({str(exc).split(':')[0]})") from None
     finally:
         loader.dispose()
     if values is None:
