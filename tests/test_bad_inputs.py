@@ -777,3 +777,15 @@ def test_a_bad_setting_with_resume(name, value, good_run, tmp_path):
 @pytest.mark.parametrize("flag, text", [("--seed", "-1"), ("--val-split", "1"), ("--shots", "0"), ("--img-size", "4")])
 def test_compare_checks_the_settings_it_shares_with_finetune(flag, text, run):
     assert _one_error_line(run("compare", "test_resnet", "--data", "synthetic:4", flag, text)).startswith(f"{flag} must be ")
+
+
+def test_run_config_round_trips_and_reads_1e_numbers(tmp_path):
+    """dump() writes what load_file() reads back as the same config; a hand-written 1e-4 is a number, not text."""
+    from zoo import config
+
+    cfg = config.FinetuneConfig.from_dict({"backbone": "test_resnet", "data": "synthetic:4", "head_opts": {"hidden": 8}, "lr": 1e-5,
+                                           "epochs": 3, "nesterov": True, "clip_grad": 2.0, "seed": 2**32 - 1, "recipe": {"name": "x"}})
+    (tmp_path / "run_config.yaml").write_text(config.dump(cfg))
+    assert config.FinetuneConfig.from_dict(config.load_file(tmp_path / "run_config.yaml")) == cfg
+    (tmp_path / "cfg.yaml").write_text("weight_decay: 1e-4\nlr: 5E-3\n")
+    assert config.load_file(tmp_path / "cfg.yaml") == {"weight_decay": 1e-4, "lr": 5e-3}
