@@ -441,6 +441,94 @@ def case_config_file_unknown_key(tmp, good_run):
     return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
 
 
+# -- settings out of range or of the wrong type (every setting: test_every_bad_setting_* below) ------------
+def finetune_with(tmp, *args):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, *args, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_negative_momentum(tmp, good_run):
+    return finetune_with(tmp, "--momentum", "-1")
+
+
+@case
+def case_negative_seed(tmp, good_run):
+    return finetune_with(tmp, "--seed", "-1")
+
+
+@case
+def case_seed_numpy_cannot_take(tmp, good_run):
+    return finetune_with(tmp, "--seed", str(2**32))
+
+
+@case
+def case_negative_clip_grad(tmp, good_run):
+    return finetune_with(tmp, "--clip-grad", "-1")
+
+
+@case
+def case_negative_warmup(tmp, good_run):
+    return finetune_with(tmp, "--warmup-epochs", "-5")
+
+
+@case
+def case_fraction_of_an_epoch(tmp, good_run):
+    return finetune_with(tmp, "--epochs", "2.5")
+
+
+@case
+def case_learning_rate_nan(tmp, good_run):
+    return finetune_with(tmp, "--lr", "nan")
+
+
+@case
+def case_nesterov_without_momentum(tmp, good_run):
+    return finetune_with(tmp, "--nesterov", "--momentum", "0")
+
+
+@case
+def case_node_rank_not_below_nnodes(tmp, good_run):
+    return finetune_with(tmp, "--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:29400")
+
+
+@case
+def case_config_file_value_of_the_wrong_type(tmp, good_run):
+    (tmp / "cfg.yaml").write_text("backbone: test_resnet\ndata: synthetic\nweight_decay: abc\n")
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_config_file_bool_given_as_text(tmp, good_run):
+    (tmp / "cfg.yaml").write_text("backbone: test_resnet\ndata: synthetic\npretrained: 'no'\n")
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_config_file_not_a_mapping(tmp, good_run):
+    (tmp / "cfg.yaml").write_text("- backbone: test_resnet\n")
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_config_file_not_utf8(tmp, good_run):
+    (tmp / "cfg.yaml").write_bytes("backbone: caf\u00e9\n".encode("latin-1"))
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_config_file_number_too_long(tmp, good_run):
+    (tmp / "cfg.yaml").write_text("backbone: test_resnet\ndata: synthetic\nseed: " + "9" * 5000 + "\n")
+    return Call(["finetune", "--config", tmp / "cfg.yaml", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_resume_with_a_bad_value_in_run_config(tmp, good_run):
+    run = copy_run(good_run, tmp)
+    text = (run / "run_config.yaml").read_text()
+    (run / "run_config.yaml").write_text(text.replace("\nseed: 0\n", "\nseed: -1\n"))
+    return Call(["finetune", "--resume", run, "--epochs", "2", "--quiet"])
+
+
 # -- predict, push, Hub ---------------------------------------------------------------------------
 @case
 def case_predict_a_missing_image(tmp, good_run):
@@ -555,3 +643,149 @@ def test_bad_input(name, tmp_path, good_run, run, monkeypatch):
     assert {k: v for k, v in after.items() if k in before} == before
     assert not [k for k in after if k not in before and not k.endswith(".lock")], "new files appeared"
     assert not (tmp_path / "PWNED").exists()
+
+
+# -- the whole class: every setting's bad values, through flags, --config files and zoo.finetune ---------------------
+# setting: (bad text for its flag, bad values for a --config file and a zoo.finetune keyword). A bool's flag
+# cannot carry a bad value, and the settings of processes and publishing are not keys of a --config file.
+BAD_SETTINGS = {
+    "backbone": ([], [5, ["resnet18"]]),
+    "data": ([""], [5, ["x"], {"a": 1}]),
+    "head": ([""], [1, None, ""]),
+    "head_opts": (["hidden"], [["hidden"], "hidden=1", {1: 2}]),
+    "freeze": ([""], [0, ""]),
+    "freeze_opts": (["n"], [[1], "n=2"]),
+    "model_args": (["drop_rate"], ["drop_rate=0.1", [1]]),
+    "epochs": (["0", "-3", "2.5", "1e9", str(2**31)], [0, -1, 2.5, "2", True, 2**31]),
+    "batch_size": (["0", "abc", "-8"], [None, 0, 1.5, "64"]),
+    "lr": (["-1", "0", "nan", "inf", "fast"], [-0.1, float("nan"), "0.1", [0.1], True]),
+    "momentum": (["-1", "1", "nan"], [-1, 1.0, "0.9", None]),
+    "nesterov": ([], ["yes", 1, None]),
+    "weight_decay": (["-1e-4", "inf", "abc"], ["abc", -1, float("inf"), None, 10**400]),
+    "warmup_epochs": (["-5", "nan", "1e12"], [-5, "1", float("nan")]),
+    "label_smoothing": (["1", "-0.1"], [1, "0.1"]),
+    "accum_steps": (["0", "1.5"], [0, 1.5, False]),
+    "clip_grad": (["-1", "0", "nan"], [-1, 0, "1"]),
+    "amp": (["fp16"], ["fp16", None, True]),
+    "channels_last": ([], ["on", 1]),
+    "ema_decay": (["0", "1", "1.5"], [0, 1, "0.99"]),
+    "img_size": (["4", "5000", "32.5"], [4, 32.5, "32"]),
+    "crop_pct": (["0", "1.5", "-1"], [0, 1.5, "0.9"]),
+    "aug": (["heavy"], ["heavy", 1]),
+    "val_split": (["1", "-0.1"], [1, "0.1", None]),
+    "shots": (["0", "-1"], [0, 1.5]),
+    "seed": (["-1", str(2**32), "1.5", "9" * 5000], [-1, 2**32, 2**64, 10**5000, "0", None, 0.0]),
+    "pretrained": ([], ["false", 0, None]),
+    "device": (["gpu", "cuda:x", "CPU"], ["gpu", 0, None]),
+    "metric": (["accuracy"], ["accuracy", None]),
+    "patience": (["-1", "1.5"], [-1, "3"]),
+    "strict": ([], ["yes"]),
+    "sync_bn": ([], ["no"]),
+    "save_every": (["0", "-5"], [0, "10"]),
+    "feature_cache": ([], [1]),
+    "compile": ([], ["true"]),
+    "recipe": ([], ["staged", [1]]),
+    "nproc_per_node": (["0", "-1", "2000", "two"], []),
+    "nnodes": (["0", "x"], []),
+    "node_rank": (["-1", "1.5"], []),
+    "rdzv_endpoint": (["nohost", "host:port", ""], []),
+    "max_restarts": (["-1", "1.5"], []),
+    "push_to_hub": ([""], []),
+    "hub_strategy": (["never"], ["never", None]),
+    "private": ([], ["yes"]),
+}
+
+
+def _cases(which: int, keep=lambda name, value: True):
+    return [pytest.param(name, value, id=f"{name}={_short(value)}") for name, bad in BAD_SETTINGS.items()
+            for value in bad[which] if keep(name, value)]
+
+
+def _short(value) -> str:
+    return f"<int of {value.bit_length()} bits>" if isinstance(value, int) and value.bit_length() > 64 else repr(value)[:40]
+
+
+def _dumpable(name, value) -> bool:
+    """Keys of a --config file, with values YAML can write (Python cannot write an int of 5000 digits: a case of its own)."""
+    return name not in ("hub_strategy", "private") and not (isinstance(value, int) and value.bit_length() > 1000)
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0].removeprefix("Error: ")
+
+
+def test_every_setting_has_bad_values_here():
+    """A new setting comes with its bad values, so that its check is tested three ways."""
+    from zoo import config
+
+    assert set(BAD_SETTINGS) == set(config.SETTINGS)
+    for name, (texts, values) in BAD_SETTINGS.items():
+        s = config.SETTINGS[name]
+        assert texts or s.kind is bool or s.flag == "", f"{name}: no bad flag value"  # backbone is an argument
+        assert values or config.SCHEMA[name] is config.Launch or name == "push_to_hub", f"{name}: no bad value for files and keywords"
+
+
+@pytest.mark.parametrize("name, text", _cases(0))
+def test_every_bad_setting_on_the_command_line(name, text, run, tmp_path):
+    from zoo import config
+
+    flag = config.flag_of(name)
+    result = run("finetune", "test_resnet", "--data", "synthetic:4", "--no-pretrained", flag, text, "--out", tmp_path / "out")
+    assert _one_error_line(result).startswith(f"{flag} "), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, value", _cases(1, _dumpable))
+def test_every_bad_setting_in_a_config_file(name, value, run, tmp_path):
+    import yaml
+
+    good = {"backbone": "test_resnet", "data": "synthetic:4", "pretrained": False}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**good, name: value}, sort_keys=False, width=10**6))
+    result = run("finetune", "--config", tmp_path / "cfg.yaml", "--out", tmp_path / "out")
+    line = list(good).index(name) + 1 if name in good else len(good) + 1
+    assert _one_error_line(result).startswith(f"--config {tmp_path / 'cfg.yaml'}:{line}: {name} must be "), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, value", _cases(1))
+def test_every_bad_setting_as_a_keyword(name, value, tmp_path):
+    import zoo
+
+    options = {"backbone": "test_resnet", "data": "synthetic:4", "pretrained": False, name: value}
+    with pytest.raises(zoo.UsageError) as caught:
+        zoo.finetune(**options, out=tmp_path / "out")
+    assert str(caught.value).startswith(f"{name} must be ") and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, value", _cases(1, lambda name, value: name in ("epochs", "device", "patience")))
+def test_a_bad_setting_with_resume(name, value, good_run, tmp_path):
+    """What --resume may change is checked as strictly as the rest, before the run is touched."""
+    import zoo
+
+    before = snapshot(good_run)
+    with pytest.raises(zoo.UsageError, match=f"^{name} must be "):
+        zoo.finetune(resume=good_run, **{name: value})
+    assert snapshot(good_run) == before
+
+
+@pytest.mark.parametrize("flag, text", [("--seed", "-1"), ("--val-split", "1"), ("--shots", "0"), ("--img-size", "4")])
+def test_compare_checks_the_settings_it_shares_with_finetune(flag, text, run):
+    assert _one_error_line(run("compare", "test_resnet", "--data", "synthetic:4", flag, text)).startswith(f"{flag} must be ")
+
+
+def test_run_config_round_trips_and_reads_1e_numbers(tmp_path):
+    """dump() writes what load_file() reads back as the same config; a hand-written 1e-4 is a number, not text."""
+    from zoo import config
+
+    cfg = config.FinetuneConfig.from_dict({"backbone": "test_resnet", "data": "synthetic:4", "head_opts": {"hidden": 8}, "lr": 1e-5,
+                                           "epochs": 3, "nesterov": True, "clip_grad": 2.0, "seed": 2**32 - 1, "recipe": {"name": "x"}})
+    (tmp_path / "run_config.yaml").write_text(config.dump(cfg))
+    assert config.FinetuneConfig.from_dict(config.load_file(tmp_path / "run_config.yaml")) == cfg
+    (tmp_path / "cfg.yaml").write_text("weight_decay: 1e-4\nlr: 5E-3\n")
+    assert config.load_file(tmp_path / "cfg.yaml") == {"weight_decay": 1e-4, "lr": 5e-3}

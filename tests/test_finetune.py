@@ -70,7 +70,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop):
     from zoo import plugins
 
     plugins.reset()
-    resumed = zoo.finetune("", data="", resume=tmp_path / "part")
+    resumed = zoo.finetune(resume=tmp_path / "part")
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics["top1"] == full.metrics["top1"]
@@ -390,6 +390,10 @@ def test_resume_refuses_changed_options(tmp_path, run):
         zoo.finetune(data="synthetic", out=tmp_path / "r", reporter=StopAt(0, 2), **FAST)
     result = run("finetune", "--resume", tmp_path / "r", "--lr", "0.5")
     assert result.exit_code == 2 and "only --epochs, --device and --patience may change (remove --lr)" in result.stderr
+    with pytest.raises(UsageError, match=r"may change \(remove backbone, --lr\)$"):
+        zoo.finetune("resnet18", resume=tmp_path / "r", lr=0.5)
+    with pytest.raises(UsageError, match=r"^epochs must be a positive whole number, got 0$"):
+        zoo.finetune(resume=tmp_path / "r", epochs=0)
 
 
 def test_folder_with_only_a_train_subfolder(tmp_path):

@@ -157,3 +157,33 @@ def test_the_command_table_lists_every_command():
     commands = [path for path, command in _commands(cli) if not isinstance(command, click.Group)]
     assert sorted(path for path, _ in listed) == sorted(commands)
     assert all(anchor == path.replace(" ", "-") for path, anchor in listed), listed
+
+
+def test_the_finetune_option_tables_are_the_schemas():
+    """docs/cli.md's tables of zoo finetune's settings are zoo.config.markdown_table(), between its two markers."""
+    import re
+
+    from zoo import config
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- settings: generated [^\n]*-->\n(.*?)<!-- end of settings -->\n", text, re.S)
+    assert block, "docs/cli.md has lost the markers of the generated settings tables"
+    assert block.group(1) == config.markdown_table(), (
+        "docs/cli.md differs from the settings schema: write zoo.config.markdown_table() between its markers")
+
+
+def test_every_setting_with_a_flag_is_an_option_of_finetune_and_in_the_table():
+    """The schema makes the options: each setting with a flag is one, with the schema's help and default."""
+    import click
+
+    from zoo import config
+    from zoo.cli import cli
+
+    options = {p.name: p for p in cli.commands["finetune"].params if isinstance(p, click.Option)}
+    table = config.markdown_table()
+    for name, s in config.SETTINGS.items():
+        if s.flag == "":
+            assert name not in options, name
+            continue
+        assert options[name].help == s.help and config.flag_of(name) in options[name].opts, name
+        assert f"`{config.option_label(name)}`" in table.replace("\\|", "|"), name

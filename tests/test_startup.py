@@ -1,4 +1,4 @@
-"""`zoo list` must stay cheap: listing the built-ins imports neither torch nor timm."""
+"""`zoo list`, `zoo finetune --help` and a refused setting stay cheap: they import neither torch nor timm."""
 
 from __future__ import annotations
 
@@ -56,3 +56,26 @@ def test_model_commands_import_torch_frozen_out_of_the_collector(tmp_path):
     assert proc.returncode == 0, proc.stderr
     frozen, collected = map(int, proc.stdout.split())
     assert frozen > 100_000 and collected >= 1, proc.stdout
+
+
+def _heavy_imports(tmp_path, *args) -> tuple[subprocess.CompletedProcess, list[str]]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", *args], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "zoo.config" in modules, "no import timings: is -X importtime supported?"
+    return proc, sorted(m for m in modules if m.split(".")[0] in HEAVY)
+
+
+def test_finetune_help_imports_neither_torch_nor_timm(tmp_path):
+    proc, heavy = _heavy_imports(tmp_path, "finetune", "--help")
+    assert proc.returncode == 0 and "--weight-decay FLOAT" in proc.stdout, proc.stderr[-2000:]
+    assert not heavy, f"`zoo finetune --help` imported {heavy[:10]}"
+
+
+def test_a_refused_setting_imports_neither_torch_nor_timm(tmp_path):
+    """Settings are checked before torch loads: a bad value costs a fraction of a second, not torch's import."""
+    (tmp_path / "cfg.yaml").write_text("backbone: test_resnet\ndata: synthetic\nweight_decay: abc\n")
+    for args in (["--momentum", "-1"], ["--config", "cfg.yaml"]):
+        proc, heavy = _heavy_imports(tmp_path, "finetune", "test_resnet", "--data", "synthetic", *args)
+        assert proc.returncode == 2 and "Error: " in proc.stderr, proc.stderr[-2000:]
+        assert not heavy, f"{args}: imported {heavy[:10]}"

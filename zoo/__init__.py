@@ -36,9 +36,6 @@ __all__ = [
     "resolve",
 ]
 
-HUB_STRATEGIES = ("end", "best")
-RESUME_CHANGEABLE = ("epochs", "device", "patience")  # what --resume may change; everything else is the run's
-
 
 def resolve(name: str) -> BackboneSpec:
     """Resolve a backbone name (registry name, timm name, ``hf-hub:``/``local-dir:`` source)."""
@@ -65,34 +62,42 @@ def info(name: str) -> dict:
     return backbone_info(name)
 
 
-def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume: str | Path | None = None,
-             reporter: Any = None, push_to_hub: str | None = None, hub_strategy: str = "end", private: bool = False,
-             **options: Any) -> Result:
+def finetune(backbone: str | None = None, *, data: str | None = None, out: str | Path | None = None,
+             resume: str | Path | None = None, reporter: Any = None, push_to_hub: str | None = None, hub_strategy: str = "end",
+             private: bool = False, **options: Any) -> Result:
     """Fine-tune ``backbone`` on ``data``; returns the result (metrics, run directory, history).
 
-    ``options`` are FinetuneConfig fields: head, freeze, epochs, batch_size, lr, seed, ...
+    ``options`` are FinetuneConfig fields (zoo.config): head, freeze, epochs, batch_size, lr, seed, ...
+    A bad value is a UsageError, before any data is read.
+
+    ``resume=RUN_DIR`` continues that run as its run_config.yaml says, without ``backbone`` and
+    ``data``; only ``epochs``, ``device`` and ``patience`` may be given again (see the settings'
+    ``resume``).
 
     ``push_to_hub="ORG/NAME"`` publishes the run to that Hub repo when training ends (the repo is
     created first, so a login problem shows before training); with ``hub_strategy="best"`` also
     each new best checkpoint as it is written (a failed push of one is a warning, not an error).
     The end push's answer (see :func:`push`) is ``result.hub``.
     """
+    from zoo import config as settings
     from zoo import distributed
     from zoo.runs import RUN_CONFIG
-    from zoo.trainer import FinetuneConfig, Trainer
 
+    settings.check("hub_strategy", hub_strategy)
+    settings.check("private", private)
+    given = {k: v for k, v in (("backbone", backbone), ("data", data)) if v}  # "": not given (calls before resume= alone)
     if resume is None and out is not None and distributed.restart_count() and (Path(out) / RUN_CONFIG).is_file():
-        resume, options = out, {}  # torchrun restarted this worker (--max-restarts): continue from the checkpoint
+        resume, options, given = out, {}, {}  # torchrun restarted this worker (--max-restarts): continue from the checkpoint
     if resume is not None:
-        config = _config_from_run(Path(resume), options)
+        config = _config_from_run(Path(resume), {**given, **options})
     else:
-        config = FinetuneConfig.from_dict({"backbone": backbone, "data": data, **options})
+        config = settings.FinetuneConfig.from_dict({**given, **options})
+    from zoo.trainer import Trainer  # torch: only once the settings are known to be good
+
     on_best = None
     if push_to_hub:
         from zoo import hub
 
-        if hub_strategy not in HUB_STRATEGIES:
-            raise UsageError(f"--hub-strategy must be one of {', '.join(HUB_STRATEGIES)}, got '{hub_strategy}'")
         repo_id = hub.parse_repo_id(push_to_hub)
         if hub_strategy == "best":
             def on_best(run_dir: Path) -> None:
@@ -115,22 +120,14 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
 
 
 def _config_from_run(run_dir: Path, overrides: dict) -> Any:
-    import yaml
-
+    """The config of the run in ``run_dir``, with what ``--resume`` may change changed (zoo.config says what)."""
+    from zoo import config as settings
     from zoo.runs import RUN_CONFIG
-    from zoo.trainer import FinetuneConfig
 
     path = run_dir / RUN_CONFIG
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    changeable = set(RESUME_CHANGEABLE)
-    fixed = sorted(k for k in overrides if k not in changeable)
-    if fixed:
-        raise UsageError(f"--resume continues the run as configured: only --epochs, --device and --patience may change "
-                         f"(remove {', '.join('--' + k.replace('_', '-') for k in fixed)})")
-    values.update(overrides)
-    return FinetuneConfig.from_dict(values)
+    return settings.FinetuneConfig.from_dict(settings.load_file(path)).resumed(overrides)
 
 
 def load(model: str | Path) -> tuple[Any, Any, list[str]]:

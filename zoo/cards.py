@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from zoo import runs
+from zoo.errors import ZooError
 
 MARKER = "<!-- zoo-card sha256:{} -->"
 _MARKER = re.compile(r"\n<!-- zoo-card sha256:([0-9a-f]{64}) -->\n?\Z")
@@ -254,14 +255,14 @@ def write_model_card(trainer, metrics: dict, plots: list[str], *, repo_id: str |
 
 
 def read_run_config(run_dir: Path) -> dict:
-    import yaml
+    """The run's settings for its card; a card is written whatever the file holds, so a damaged one reads as none."""
+    from zoo import config as settings
 
     path = Path(run_dir) / runs.RUN_CONFIG
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except yaml.YAMLError:
-        values = {}
-    return values if isinstance(values, dict) else {}
+        return settings.load_file(path) if path.is_file() else {}
+    except ZooError:
+        return {}
 
 
 def plots_of(run_dir: Path) -> list[str]:

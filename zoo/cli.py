@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from zoo import __version__
+from zoo import config as settings
 from zoo.errors import UsageError, ZooError, command, shown
 
 KIND_ALIASES = {"backbones": "backbones", "heads": "heads", "freeze": "freeze", "datasets": "datasets"}
@@ -445,99 +447,54 @@ def plugins_uninstall(names, yes):
 
 
 # -- finetune / predict / evaluate ----------------------------------------------------------------
-def _finetune_defaults():
-    """FinetuneConfig's defaults, without importing torch (the trainer module does) for ``zoo --help``."""
-    import ast
-    import types
+def _setting_option(name: str, **override):
+    """The click option of one setting (zoo.config): its flag, help and default; the value checked as it is parsed.
 
-    tree = ast.parse((Path(__file__).parent / "trainer.py").read_text(encoding="utf-8"))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FinetuneConfig")
-    return types.SimpleNamespace(**{n.target.id: ast.literal_eval(n.value) for n in cls.body
-                                    if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Constant)})
-
-
-def _options(pairs, flag) -> dict:
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} takes KEY=VALUE, got '{pair}'")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
-    return out
+    Values are parsed and checked by the schema, not by click, so that a bad one is one line that names
+    the flag (exit 2), as from a --config file or the Python API.
+    """
+    s = settings.SETTINGS[name]
+    flag = settings.flag_of(name)
+    kw = {"help": override.get("help", s.help), "show_default": override.get("show_default", s.shown or True)}
+    if s.kind is bool:
+        if s.flag:
+            return click.option(flag, name, is_flag=True, default=settings.default(name), **kw)
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=settings.default(name), **kw)
+    metavar = f"[{'|'.join(s.choices)}]" if s.choices else settings.metavar(name)
+    return click.option(flag, name, type=click.STRING, metavar=metavar, multiple=s.pairs,
+                        default=() if s.pairs else settings.default(name), callback=_checked, **kw)
 
 
-_D = _finetune_defaults()
+def _checked(ctx, param, value):
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.DEFAULT:
+        return settings.default(param.name)
+    s, flag = settings.SETTINGS[param.name], settings.flag_of(param.name)
+    return s.check(settings.parse_pairs(value, flag), flag) if s.pairs else s.parse(value, flag)
+
+
+def _setting_options(schema):
+    """The options of every setting of ``schema`` that has a flag, in the schema's order."""
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(schema)):
+            if settings.SETTINGS[f.name].flag != "":
+                fn = _setting_option(f.name)(fn)
+        return fn
+    return decorate
 
 
 @cli.command()
 @click.argument("backbone", required=False)
-@click.option("--data", help="Data spec: a folder, a .csv, imagefolder:PATH, csv:FILE, fashion-mnist[:DIR], digits, synthetic "
-              "(or a plugin's dataset); required unless --config or --resume gives it.")
-@click.option("--head", default=_D.head, help="Head name (zoo list heads).")
-@click.option("--head-opt", multiple=True, metavar="K=V", help="Head option, repeatable; the value is read as YAML (hidden=128).")
-@click.option("--freeze", default=_D.freeze, show_default="the default recipe's for a pretrained backbone, else none", help="Freeze policy (zoo list freeze).")
-@click.option("--freeze-opt", multiple=True, metavar="K=V", help="Freeze policy option, repeatable (n=2).")
-@click.option("--model-arg", multiple=True, metavar="K=V", help="Argument for timm.create_model (e.g. drop_path_rate=0.1), repeatable.")
-@click.option("--epochs", type=int, default=_D.epochs, show_default="the default recipe's for a pretrained backbone, else 5", help="Number of epochs.")
-@click.option("--batch-size", type=int, default=_D.batch_size, help="Images per batch (per process with --nproc-per-node).")
-@click.option("--lr", type=float, default=_D.lr, show_default="the default recipe's for a pretrained backbone, else 0.05", help="Peak learning rate (SGD).")
-@click.option("--momentum", type=float, default=_D.momentum, help="SGD momentum.")
-@click.option("--nesterov/--no-nesterov", default=_D.nesterov, help="Nesterov momentum.")
-@click.option("--weight-decay", type=float, default=_D.weight_decay,
-              help="Weight decay (not applied to biases and normalization parameters).")
-@click.option("--warmup-epochs", type=float, default=_D.warmup_epochs,
-              help="Linear warm-up, in epochs (fractions allowed), before the cosine decay.")
-@click.option("--label-smoothing", type=float, default=_D.label_smoothing, help="Label smoothing, in [0, 1).")
-@click.option("--accum-steps", type=int, default=_D.accum_steps, help="Gradient accumulation steps.")
-@click.option("--clip-grad", type=float, show_default="off", help="Clip the gradient norm to this value.")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default=_D.amp, help="auto: bf16 autocast on CUDA, off on CPU.")
-@click.option("--channels-last/--no-channels-last", default=None, show_default="on for convolutional nets", help="Memory format.")
-@click.option("--ema-decay", type=float, show_default="off", help="Keep an EMA of the weights with this decay (e.g. 0.999).")
-@click.option("--img-size", type=int, show_default="the default recipe's for a pretrained backbone, else its pretrained size", help="Input size.")
-@click.option("--crop-pct", type=float, show_default="the backbone's",
-              help="Center crop: resize to size/crop-pct, crop to size; 1 keeps the whole image.")
-@click.option("--aug", type=click.Choice(["none", "light", "default"]), default=_D.aug,
-              show_default="the default recipe's for a pretrained backbone, else light",
-              help="Training augmentation.")
-@click.option("--val-split", type=float, default=_D.val_split,
-              help="Share of each class held out for validation when the data has no val/test split (as zoo compare).")
-@click.option("--shots", type=int, show_default="all", help="Use only N training images per class.")
-@click.option("--seed", type=int, default=_D.seed, help="Seed of everything random (split, initialization, order).")
-@click.option("--metric", type=click.Choice(["top1", "loss"]), default=_D.metric, help="Metric that picks the best checkpoint.")
-@click.option("--patience", type=int, show_default="off", help="Stop after N epochs without improvement.")
-@click.option("--strict/--no-strict", default=_D.strict, help="Fail on unreadable images instead of skipping them.")
-@click.option("--pretrained/--no-pretrained", default=_D.pretrained, help="Start from the pretrained weights, or from random ones.")
-@click.option("--device", default=_D.device, help="auto, cpu, cuda or cuda:N.")
+@_setting_options(settings.FinetuneConfig)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), show_default="runs/BACKBONE-DATA-TIME", help="Run directory.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file with the same options (e.g. a run's run_config.yaml); flags override it.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue a run from checkpoints/last.pt.")
 @click.option("--dry-run", is_flag=True, help="Print the parameter groups and freeze schedule; do not train.")
-@click.option("--push-to-hub", "push_to_hub", metavar="ORG/NAME", help="Publish the run to this Hub repo (see zoo push).")
-@click.option("--hub-strategy", type=click.Choice(["end", "best"]), default="end",
-              help="With --push-to-hub: push when training ends, or also at every new best checkpoint.")
-@click.option("--private", is_flag=True, help="With --push-to-hub: create the repo private.")
-@click.option("--sync-bn/--no-sync-bn", default=_D.sync_bn, help="With several processes: BatchNorm statistics over the global batch.")
-@click.option("--save-every", type=int, metavar="N", show_default="only at the end of each epoch",
-              help="Also write checkpoints/last.pt every N batches.")
-@click.option("--compile/--no-compile", "compile", default=_D.compile,
-              help="torch.compile the training forward (for GPUs; slow to start on CPUs).")
-@click.option("--feature-cache/--no-feature-cache", default=_D.feature_cache,
-              help="Compute a frozen backbone's features once, not every epoch, where that changes nothing.")
-@click.option("--nproc-per-node", type=int, metavar="N", default=1, help="Train with N processes on this machine, through torchrun "
-              "(--batch-size is per process).")
-@click.option("--nnodes", type=int, metavar="M", default=1, help="Number of machines taking part (each runs this command).")
-@click.option("--node-rank", type=int, metavar="R", show_default="from the rendezvous",
-              help="This machine's rank, 0..M-1 (optional with --rdzv-endpoint).")
-@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="Rendezvous address every machine can reach (multi-node).")
-@click.option("--max-restarts", type=int, default=0,
-              help="Restart failed workers up to N times; they continue from the last checkpoint.")
+@_setting_options(settings.Publish)
+@_setting_options(settings.Launch)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, private, as_json, quiet, out, head_opt,
-             freeze_opt, model_arg, nproc_per_node, nnodes, node_rank, rdzv_endpoint, max_restarts, **flags):
+def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, **flags):
     """Fine-tune BACKBONE on your images with SGD; writes a Hub-ready run directory.
 
     \b
@@ -551,53 +508,40 @@ def finetune(backbone, config_file, resume, dry_run, push_to_hub, hub_strategy, 
       zoo finetune hf-hub:me/photos-r18 --data ./more-photos --epochs 2
       zoo finetune resnet18 --data ./photos --nproc-per-node 4 --batch-size 32
     """
-    _import_torch()
-    import yaml
-
     import zoo
-    from zoo import distributed
-    from zoo.progress import ConsoleReporter
-    from zoo.trainer import FinetuneConfig, plan
 
-    values: dict = {}
-    if config_file:
-        try:
-            values = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{config_file}:{mark.line + 1}" if mark else str(config_file)
-            raise UsageError(f"--config {where}: not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
-        if not isinstance(values, dict):
-            raise UsageError(f"--config {config_file}: expected a mapping of options")
+    def take(schema) -> dict:
+        return {f.name: flags.pop(f.name) for f in dataclasses.fields(schema)}
+
+    launch, publish = settings.Launch(**take(settings.Launch)), take(settings.Publish)
+    launch.validate()
     source = click.get_current_context().get_parameter_source  # an option's default never overrides --config or the resumed run
+    values = settings.load_file(config_file, option="--config") if config_file else {}
     values.update({k: v for k, v in flags.items() if source(k) is not click.core.ParameterSource.DEFAULT})
     if backbone:
         values["backbone"] = backbone
-    if head_opt:
-        values["head_opts"] = _options(head_opt, "--head-opt")
-    if freeze_opt:
-        values["freeze_opts"] = _options(freeze_opt, "--freeze-opt")
-    if model_arg:
-        values["model_args"] = _options(model_arg, "--model-arg")
-    hub_args = {"push_to_hub": push_to_hub, "hub_strategy": hub_strategy, "private": private} if push_to_hub else {}
-    ctx = distributed.env_context()
-    if ((nproc_per_node or 1) > 1 or (nnodes or 1) > 1) and not ctx.enabled and not dry_run:
-        from zoo import launch
+    # Every setting is checked before torch loads and before anything is read or written.
+    config = zoo._config_from_run(resume, values) if resume else settings.FinetuneConfig.from_dict(values)
+    _import_torch()
+    from zoo import distributed
+    from zoo.progress import ConsoleReporter
+    from zoo.trainer import plan
 
-        launch.finetune(values, resume=resume, out=out, hub_args=hub_args, quiet=quiet, as_json=as_json,
-                        nproc_per_node=nproc_per_node or 1, nnodes=nnodes or 1, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
-                        max_restarts=max_restarts)
+    hub_args = publish if publish["push_to_hub"] else {}
+    ctx = distributed.env_context()
+    if (launch.nproc_per_node > 1 or launch.nnodes > 1) and not ctx.enabled and not dry_run:
+        from zoo import launch as launcher
+
+        launcher.finetune(values, resume=resume, out=out, hub_args=hub_args, quiet=quiet, as_json=as_json, **dataclasses.asdict(launch))
         return
     reporter = ConsoleReporter(quiet=quiet or not ctx.main, json_mode=as_json and ctx.main)
     if resume:
-        result = zoo.finetune("", data="", resume=resume, reporter=reporter, **hub_args, **values)
+        result = zoo.finetune(resume=resume, reporter=reporter, **hub_args, **values)
     else:
-        config = FinetuneConfig.from_dict(values)
         if dry_run:
             _print_plan(plan(config), as_json)
             return
-        result = zoo.finetune(config.backbone, data=config.data, out=out, reporter=reporter, **hub_args,
-                              **{k: v for k, v in vars(config).items() if k not in ("backbone", "data")})
+        result = zoo.finetune(out=out, reporter=reporter, **hub_args, **dataclasses.asdict(config))
     if not ctx.main:
         return  # rank 0 reports for the job
     summary = {"run_dir": str(result.run_dir), **{k: v for k, v in result.metrics.items() if k not in ("confusion",)}}
@@ -757,11 +701,10 @@ def evaluate(model, data, as_json):
 @cli.command()
 @click.argument("backbones", nargs=-1, required=True)
 @click.option("--data", required=True, help="Data spec, as for finetune.")
-@click.option("--shots", type=int, show_default="all", help="Use only N training images per class.")
-@click.option("--img-size", type=int, show_default="each backbone's own", help="Input size for every candidate.")
-@click.option("--val-split", type=float, default=0.1,
-              help="Share of each class held out for validation when the data has no val/test split (as zoo finetune).")
-@click.option("--seed", type=int, default=0, help="Seed of the split and the probe (as zoo finetune --seed).")
+@_setting_option("shots")
+@_setting_option("img_size", show_default="each backbone's own", help="Input size for every candidate, in pixels.")
+@_setting_option("val_split")
+@_setting_option("seed", help="Seed of the split and the probe (as zoo finetune --seed).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare(backbones, data, shots, img_size, val_split, seed, as_json):
     """Rank backbones for your data by a quick linear probe on frozen features.

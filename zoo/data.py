@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.config import AUGMENTATIONS as AUGMENTATIONS  # the kinds augment() knows, stated with the settings
 from zoo.errors import UsageError, ZooError
 
 EVAL_SPLITS = ("val", "validation", "test")
@@ -480,11 +481,8 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- batch augmentation (on tensors, whole batches) ------------------------------------
-AUGMENTATIONS = ("none", "light", "default")
-
-
 def augment(x, kind: str, generator):
-    """Augment a uint8/float batch (N,C,H,W). ``light``: random shifts; ``default``: + flips and scale."""
+    """Augment a uint8/float batch (N,C,H,W); ``kind`` is one of AUGMENTATIONS. ``light``: random shifts; ``default``: + flips and scale."""
     import torch
 
     if kind == "none":

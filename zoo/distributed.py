@@ -146,14 +146,10 @@ def rendezvous_timeout() -> float:
 
 def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdzv_endpoint: str | None, max_restarts: int) -> None:
     """The launch settings are usable (checked before anything is written or started)."""
-    if nproc_per_node < 1 or nnodes < 1:
-        raise UsageError("--nproc-per-node and --nnodes must be at least 1")
-    if max_restarts < 0:
-        raise UsageError(f"--max-restarts must be >= 0, got {max_restarts}")
-    if nnodes > 1 and not rdzv_endpoint:
-        raise UsageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)")
-    if node_rank is not None and not 0 <= node_rank < nnodes:
-        raise UsageError(f"--node-rank must be in 0..{nnodes - 1} with --nnodes {nnodes}, got {node_rank}")
+    from zoo.config import Launch
+
+    Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+           max_restarts=max_restarts).validate()
     if nnodes > 1:
         rendezvous_timeout()
 

@@ -13,7 +13,6 @@ directory and sends its configuration and checkpoint to the others (zoo.trainer)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -27,11 +26,10 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
              nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None, rdzv_endpoint: str | None = None,
              max_restarts: int = 0) -> None:
     """``zoo finetune`` with ``--nproc-per-node``/``--nnodes``: run the workers under torchrun, wait for them."""
-    import yaml
-
     import zoo
+    from zoo.config import FinetuneConfig, dump
     from zoo.registry import resolve
-    from zoo.trainer import FinetuneConfig, default_out
+    from zoo.trainer import default_out
 
     distributed.check_launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
                              max_restarts=max_restarts)
@@ -49,7 +47,7 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
             if config.recipe and not quiet:
                 click.echo(recipe.describe(config.recipe), err=True)
             run_dir = Path(out) if out else default_out(config)
-            text = yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+            text = dump(config)
             if nnodes == 1:
                 with runs.RunLock(run_dir):
                     runs.refuse_existing_run(run_dir)

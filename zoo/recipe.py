@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from zoo.config import WITHOUT_RECIPE as DEFAULTS  # without a recipe (stated with the settings, which --help shows)
+
 TRIGGERS = ("freeze", "lr", "epochs", "img_size")  # giving any of these (or freeze options) turns the recipe off
-DEFAULTS = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # without a recipe
 STAGED_FROM = 50  # images per class from which staged fine-tuning beats a linear probe
 CPU_MAX_SIZE = 160  # px: a CPU pass at 224 px costs 2x that at 160 px; on 28 px Fashion-MNIST, 160 px scored as 224 px
 # (and 3 points over 128 px: docs/finetuning.md, "The default recipe")
