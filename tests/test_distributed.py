@@ -238,11 +238,11 @@ def test_a_node_whose_peers_never_come_stops_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "env", "line"), [
-    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:9"], {}, "--node-rank must be in 0..1 with --nnodes 2, got 2"),
+    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "127.0.0.1:9"], {}, "--node-rank must be below --nnodes (2), got 2"),
     (["--nnodes", "2"], {}, "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)"),
     (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"], {"ZOO_RDZV_TIMEOUT": "soon"},
      "ZOO_RDZV_TIMEOUT must be a number of seconds above 0, got 'soon'"),
-    (["--nproc-per-node", "2", "--max-restarts", "-1"], {}, "--max-restarts must be >= 0, got -1"),
+    (["--nproc-per-node", "2", "--max-restarts", "-1"], {}, "--max-restarts must be a whole number from 0 to 1000, got -1"),
 ])
 def test_bad_launch_settings_are_one_line_before_anything_is_written(tmp_path, args, env, line):
     done = zoo("finetune", "test_resnet", *COMMON, "--out", tmp_path / "run", *args, env={**os.environ, **env})
