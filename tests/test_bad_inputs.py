@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import make_evil_package, make_image_folder, write_plugin_record
+from conftest import alias_bomb, make_evil_package, make_image_folder, write_plugin_record
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 TINY = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--aug", "none", "--quiet"]
@@ -353,6 +353,24 @@ def case_registry_entries_outside_backbones(tmp, good_run):
 @case
 def case_registry_file_with_bad_yaml(tmp, good_run):
     (tmp / "reg.yaml").write_text("ghost:\n  source: [unclosed\n")
+    return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
+
+
+@case
+def case_registry_file_alias_bomb(tmp, good_run):
+    (tmp / "reg.yaml").write_text(alias_bomb())  # 9**9 strings in 600 bytes: `zoo list` used to hang expanding them
+    return Call(["list", "--json"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")}, subprocess=True)
+
+
+@case
+def case_registry_file_not_utf_8(tmp, good_run):
+    (tmp / "reg.yaml").write_bytes(b"backbones:\n  x:\n    source: timm:resnet18\n    description: caf\xe9\n")
+    return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
+
+
+@case
+def case_registry_file_with_a_nul_byte(tmp, good_run):
+    (tmp / "reg.yaml").write_bytes(b"backbones:\n  x:\n    source: timm:resnet18\x00\n")
     return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
 
 

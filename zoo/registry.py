@@ -112,23 +112,14 @@ def user_registry_files() -> list[Path]:
 
 def load_registry_file(path: Path, *, required: bool = True) -> dict[str, BackboneSpec]:
     """Parse and validate one registry file; errors name the file and line."""
-    import yaml
+    from zoo import yamlfile
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         if required:
-            raise ZooError(f"registry file {path} does not exist: fix ZOO_REGISTRY or create the file") from None
+            raise ZooError(f"registry file {path} does not exist: fix ZOO_REGISTRY or create the file")
         return {}
-    except OSError as exc:
-        raise ZooError(f"cannot read registry file {path}: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UsageError(f"registry file {where}: {exc.problem or exc.context}") from None
+    node = yamlfile.compose(path, what="registry file")
+    data = yamlfile.construct(node, path, what="registry file")
     if data is None:
         return {}
     lines = _entry_lines(node)
