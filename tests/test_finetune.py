@@ -194,6 +194,82 @@ def test_grayscale_images_resize_in_one_channel_to_the_same_bytes():
             assert np.array_equal(pre(img), expected), (pre, img.size)
 
 
+def peak_rss_mb(code: str) -> tuple[int, str]:
+    """Run ``code`` in a fresh Python; its peak resident memory in MB, and what it printed."""
+    import subprocess
+    import sys
+
+    wrapper = "import resource, subprocess, sys\n" \
+        "subprocess.run([sys.executable, '-c', sys.argv[1]], check=True)\n" \
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"  # this child's, and only its
+    done = subprocess.run([sys.executable, "-c", wrapper, code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    *printed, peak = done.stdout.splitlines()
+    return int(peak), "\n".join(printed)
+
+
+def test_image_decode_memory_is_bounded_by_the_target_size(tmp_path):
+    """A 1 x 2,000,000 PNG, a 6,000 x 6,000 JPEG and an image past the pixel budget: tens of MB, not gigabytes.
+
+    (The strip used to take 5.5 GB to resize for a 32-pixel model: it was resized to 36 x 72,000,000 before the crop.)
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1, 2_000_000, 3), dtype=np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)).resize((6000, 6000)).save(tmp_path / "big.jpg", quality=90)
+    Image.new("L", (10_000, 9_000)).save(tmp_path / "bomb.png")  # 90M pixels: over Image.MAX_IMAGE_PIXELS, under Pillow's own error
+    code = ("from pathlib import Path\nfrom PIL import Image\nfrom zoo.data import Preprocess, UnreadableImage, read_pixels\n"
+            f"for name in ('strip.png', 'big.jpg', 'bomb.png'):\n"
+            f"    try:\n        print(name, read_pixels(lambda: Image.open(Path({str(tmp_path)!r}) / name), Preprocess(32)).shape)\n"
+            f"    except UnreadableImage as exc:\n        print(name, exc)\n")
+    peak, printed = peak_rss_mb(code)
+    baseline, _ = peak_rss_mb("from PIL import Image\nimport zoo.data")
+    assert printed.splitlines()[:2] == ["strip.png (3, 32, 32)", "big.jpg (3, 32, 32)"]
+    assert printed.splitlines()[2] == ("bomb.png image too large (Pillow's decompression-bomb limit): "
+                                       "10000 x 9000 pixels, more than the 89,478,485 zoo decodes")
+    assert peak - baseline < 100, (peak, baseline)  # the strip alone is 6 MB of RGB; the JPEG decodes at 1/8 size
+
+
+def test_image_files_of_every_kind_decode_or_are_skipped_by_name(tmp_path):
+    """Modes, EXIF rotation and wrong extensions decode; truncated, empty and non-image files are skipped, each named."""
+    from PIL import Image
+
+    from zoo.data import Preprocess, decode, file_split
+
+    top_red = Image.new("RGB", (40, 40), (0, 0, 255))
+    top_red.paste((255, 0, 0), (0, 0, 40, 20))
+    files = {}
+
+    def save(name, img, **kw):
+        img.save(tmp_path / name, **kw)
+        files[name] = tmp_path / name
+
+    save("rgb.jpg", top_red, quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter left: a viewer turns it right again, red on top
+    save("rotated.jpg", top_red.transpose(Image.Transpose.ROTATE_90), quality=95, exif=exif)
+    save("png-named.jpg", top_red, format="PNG")
+    save("cmyk.jpg", top_red.convert("CMYK"), quality=95)
+    save("palette.png", top_red.convert("P"))
+    save("grey-alpha.png", top_red.convert("LA"))
+    save("sixteen-bit.png", Image.fromarray(np.array(top_red.convert("L"), dtype=np.uint16) * 257))
+    (tmp_path / "truncated.jpg").write_bytes(files["rgb.jpg"].read_bytes()[:300])
+    (tmp_path / "truncated.png").write_bytes(files["palette.png"].read_bytes()[:-30])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    bad = ["truncated.jpg", "truncated.png", "empty.png", "notes.png"]
+    paths = list(files.values()) + [tmp_path / b for b in bad]
+    decoded = decode(file_split(paths, [0] * len(paths)), Preprocess(16, 1.0))
+    assert decoded.skipped == [str(tmp_path / b) for b in bad]
+    for name, pixels in zip(files, decoded.images.numpy().astype(int), strict=True):
+        top, bottom = pixels[:, :6].reshape(3, -1).mean(1), pixels[:, -6:].reshape(3, -1).mean(1)
+        if name in ("grey-alpha.png", "sixteen-bit.png"):  # grey: red is the lighter grey (76), blue the darker (29)
+            assert np.ptp(top) < 2 and np.ptp(bottom) < 2 and top[0] > bottom[0] + 30, (name, top, bottom)
+        else:  # red above blue: the right way up
+            assert top[0] > 200 > 50 > top[2] and bottom[2] > 200 > 50 > bottom[0], (name, top, bottom)
+
+
 def test_corrupt_files_are_skipped_or_fail_with_strict(tmp_path, run):
     root = make_image_folder(tmp_path / "data")
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
