@@ -298,8 +298,8 @@ def timm_pretrained_names() -> list[str]:
 
     try:
         atomic_write_text(cache, json.dumps(names))
-    except OSError:
-        pass  # a read-only home is no reason to fail a listing
+    except ZooError:
+        pass  # a read-only cache is no reason to fail a listing: the names are computed again next time
     return names
 
 
