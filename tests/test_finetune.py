@@ -572,6 +572,65 @@ def test_features_are_kept_on_disk_reused_exactly_and_a_damaged_entry_is_recompu
     assert len(list(folder.glob("*.safetensors"))) == 5  # in memory only
 
 
+def _damage(entry, how: str) -> None:
+    """Spoil one cache entry the way a crash, a disk or a stranger might."""
+    import os
+
+    from safetensors.torch import save_file
+
+    if how == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    elif how == "garbage":
+        entry.write_bytes(os.urandom(4096))
+    else:
+        t = load_file(entry)
+        if how == "wrong-dtype":  # uint8 pixels as floats, int64 labels as int32, float features as float64
+            t = {k: v.double() if v.is_floating_point() else v.float() if v.dtype == torch.uint8 else v.int() for k, v in t.items()}
+        elif how == "wrong-shape":  # one pixel column or one feature fewer
+            t = {k: v[..., :-1].contiguous() if v.ndim > 1 else v for k, v in t.items()}
+        elif how == "poisoned":  # labels shifted by one image, features not numbers
+            t = {k: v.roll(1) if k == "labels" else torch.full_like(v, float("nan")) if k == "features" else v for k, v in t.items()}
+        save_file(t, entry)
+
+
+@pytest.mark.slow
+def test_cache_entries_of_the_wrong_shape_are_rebuilt_not_trained_on(tmp_path, monkeypatch):
+    """Decoded-image and feature entries truncated, garbage, of another dtype or shape, or poisoned: each run trains
+    exactly as on a fresh cache, and leaves the entries right again."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    opts = dict(FAST, data="digits", shots=10, freeze="head-only", epochs=1)
+    weights = lambda name: load_file(zoo.finetune(out=tmp_path / name, **opts).run_dir / "model.safetensors")  # noqa: E731
+    first = weights("first")
+    entries = sorted((tmp_path / "cache").glob("*/*.safetensors"))
+    assert sorted({e.parent.name for e in entries}) == ["decoded", "features"] and len(entries) == 4  # train and val of each
+    good = {e: {k: (v.shape, v.dtype) for k, v in load_file(e).items()} for e in entries}
+    for how in ("truncated", "garbage", "wrong-dtype", "wrong-shape", "poisoned"):
+        for e in entries:
+            _damage(e, how)
+        again = weights(how)
+        assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first), how
+        assert {e: {k: (v.shape, v.dtype) for k, v in load_file(e).items()} for e in entries} == good, how  # rebuilt
+
+
+def test_an_unwritable_cache_is_one_warning_and_never_breaks_a_command(tmp_path, monkeypatch, run):
+    """ZOO_CACHE naming a file (no folder can be made there, even by root): zoo list works, a fine-tune trains without
+    the cache and says so once."""
+    (tmp_path / "cache").write_text("a file, not a folder")
+    for i, cache in enumerate((tmp_path / "cache", tmp_path / "cache" / "inside")):
+        monkeypatch.setenv("ZOO_CACHE", str(cache))
+        listed = run("list", "backbones", "resnet1*", "--all")
+        assert listed.exit_code == 0 and "resnet18" in listed.stdout, listed.stderr
+        result = run("finetune", "test_resnet", "--data", "synthetic:6", "--freeze", "head-only", "--no-pretrained", "--img-size", "32",
+                     "--epochs", "1", "--batch-size", "8", "--aug", "none", "--out", tmp_path / f"run{i}")
+        assert result.exit_code == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("zoo: warning:")]
+        assert len(warnings) == 1 and "going on without the cache (set ZOO_CACHE to a folder you can write)" in warnings[0], warnings
+        assert (tmp_path / f"run{i}" / "model.safetensors").is_file()
+        from zoo import data
+
+        data._UNWRITABLE.clear()  # the next command is a new process
+
+
 def test_long_work_is_announced_only_when_it_runs(tmp_path, monkeypatch, run):
     """Decoding and the frozen-feature pass print a line when they run; a run served by the caches prints neither."""
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
