@@ -231,6 +231,28 @@ def test_image_decode_memory_is_bounded_by_the_target_size(tmp_path):
     assert peak - baseline < 100, (peak, baseline)  # the strip alone is 6 MB of RGB; the JPEG decodes at 1/8 size
 
 
+@pytest.mark.slow
+def test_a_strip_and_an_oversized_image_train_predict_and_skip_in_bounded_memory(tmp_path, run):
+    """Through the CLI: the strip trains and predicts, the oversized image is skipped with a warning; zoo predict on the
+    strip takes no more memory than on a small image."""
+    from PIL import Image
+
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1, 2_000_000, 3), dtype=np.uint8)).save(root / "cat" / "strip.png")
+    Image.new("L", (10_000, 9_000)).save(root / "dog" / "big.png")
+    result = run("finetune", "test_resnet", "--data", root, "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1 unreadable train file(s)" in result.stderr and "big.png" in result.stderr
+    peaks = {}
+    for name in ("strip.png", "0.png"):
+        peaks[name], printed = peak_rss_mb(f"from zoo.cli import cli\ncli(['predict', {str(tmp_path / 'r')!r}, "
+                                           f"{str(root / 'cat' / name)!r}], standalone_mode=False)")
+        assert "cat" in printed, printed
+    assert peaks["strip.png"] - peaks["0.png"] < 100, peaks  # it used to be 5.5 GB more
+
+
 def test_image_files_of_every_kind_decode_or_are_skipped_by_name(tmp_path):
     """Modes, EXIF rotation and wrong extensions decode; truncated, empty and non-image files are skipped, each named."""
     from PIL import Image
