@@ -189,7 +189,7 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-WIDE = 16  # a resized image more than this many crops in area is resized only around its centre
+WIDE = 16  # a resized image more than this many crops in area is resized only around its center
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,8 @@ def upright(img):
     """The image turned as its EXIF orientation says (how a camera held sideways saves a photo)."""
     from PIL import ImageOps
 
+    if img.format is None:  # made in memory (a dataset's arrays): no EXIF to read, and reading costs 10% of a small image
+        return img
     try:
         orientation = img.getexif().get(0x0112, 1)
     except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: the pixels may still be fine
