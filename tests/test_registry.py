@@ -91,6 +91,15 @@ def test_list_all_includes_timm_models_and_is_cached(run, tmp_path):
     from zoo.registry import timm_pretrained_names
 
     assert timm_pretrained_names()  # now read back from the per-version cache file
+    import os
+    from pathlib import Path
+
+    (cached,) = Path(os.environ["ZOO_CACHE"]).glob("timm-*-pretrained.json")
+    for damaged in ('{"not": "a list"}', "[1, 2]", "[\"test_resnet"):  # the wrong shape, or cut short: listed again
+        cached.write_text(damaged)
+        result = run("list", "backbones", "test_resnet*", "--all", "--json")
+        assert result.exit_code == 0 and "test_resnet.r160_in1k" in result.output, result.stderr
+        assert "test_resnet.r160_in1k" in json.loads(cached.read_text())  # and stored again
 
 
 def model_folder(path, classes=("a", "b", "c")):

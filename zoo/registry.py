@@ -288,9 +288,11 @@ def timm_pretrained_names() -> list[str]:
 
     cache = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo") / f"timm-{version('timm')}-pretrained.json"
     try:
-        return json.loads(cache.read_text())
+        names = json.loads(cache.read_text())
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
     except (OSError, ValueError):
-        pass
+        pass  # missing, unreadable or damaged: listed again, and stored again below
     import timm
 
     names = timm.list_pretrained()
