@@ -223,6 +223,15 @@ def zoo_fails_fast(tmp_path, env: dict, args: list, message: str) -> None:
     assert re.fullmatch(f"Error: {message}.*\n", done.stderr), done.stderr
 
 
+def test_a_registry_fifo_or_device_is_refused_not_waited_on(tmp_path):
+    """A FIFO without a writer would block the open forever, /dev/zero would never end: only regular files are read."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in (tmp_path / "fifo.yaml", "/dev/zero"):
+        zoo_fails_fast(tmp_path, {"ZOO_REGISTRY": str(path)}, ["list"], f"registry file {re.escape(str(path))} is not a regular file")
+
+
 @pytest.mark.parametrize("name", sorted(BAD_YAML))
 def test_bad_registry_yaml_is_one_line_naming_the_file_and_fast(tmp_path, name):
     """`zoo list` on a ZOO_REGISTRY file that would hang, crash or expand: one line naming the file and line."""

@@ -9,6 +9,8 @@ values with every alias expanded; anything else is one line naming the file (and
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -31,8 +33,10 @@ def compose(path: Path, *, what: str = "YAML file") -> yaml.Node | None:
     """The checked node graph of the file (None when it is empty): its marks give line numbers."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:  # not read_bytes(): /dev/zero or a huge file stops at the cap
-            raw = f.read(MAX_BYTES + 1)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait for a writer, reading /dev/zero never ends
+            raise UsageError(f"{what} {path} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # a huge file stops at the cap
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_BYTES:
