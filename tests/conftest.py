@@ -72,6 +72,14 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20,
     return root
 
 
+def alias_bomb(levels: int = 9) -> str:
+    """A registry entry whose tags are 9**levels strings, written in about 600 bytes ("billion laughs")."""
+    lines = ["backbones:", "  x:", "    source: timm:resnet18", '    tags: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        lines += [f"  x{i}:", "    source: timm:resnet18", f"    tags: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]"]
+    return "\n".join(lines) + "\n"
+
+
 def make_evil_package(root: Path, marker: Path, name: str = "zoo-cosine") -> Path:
     """A real source package whose in-tree build backend creates ``marker`` as soon as pip asks it anything:
     if the file appears, something built the package (and could have run any code)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import make_evil_package, make_image_folder, write_plugin_record
+from conftest import alias_bomb, make_evil_package, make_image_folder, write_plugin_record
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 TINY = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--aug", "none", "--quiet"]
@@ -263,6 +263,57 @@ def case_csv_image_missing(tmp, good_run):
 
 
 @case
+def case_csv_not_utf_8(tmp, good_run):
+    image(tmp)
+    (tmp / "list.csv").write_bytes(b"image,label\nimgs/a/0.png,a\nimgs/b/0.png,caf\xe9\n")
+    return Call(["finetune", "test_resnet", "--data", tmp / "list.csv", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_csv_with_a_nul_byte(tmp, good_run):
+    image(tmp)
+    (tmp / "list.csv").write_bytes(b"image,label\nimgs/a/0.png,a\x00\nimgs/b/0.png,b\n")
+    return Call(["finetune", "test_resnet", "--data", tmp / "list.csv", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_csv_empty_file(tmp, good_run):
+    (tmp / "list.csv").write_bytes(b"")
+    return Call(["finetune", "test_resnet", "--data", tmp / "list.csv", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_csv_row_without_a_label(tmp, good_run):
+    image(tmp)
+    (tmp / "list.csv").write_text('image,label\nimgs/a/0.png,"two\nlines"\nimgs/b/0.png,\n')  # a quoted value may span lines
+    return Call(["finetune", "test_resnet", "--data", tmp / "list.csv", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_csv_value_over_the_size_limit(tmp, good_run):
+    image(tmp)
+    (tmp / "list.csv").write_text(f"image,label\nimgs/a/0.png,{'a' * 200_000}\nimgs/b/0.png,b\n")
+    return Call(["finetune", "test_resnet", "--data", tmp / "list.csv", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_empty_class_folder(tmp, good_run):
+    make_image_folder(tmp / "imgs", classes=("a", "b"), per_class=4)
+    (tmp / "imgs" / "c").mkdir()
+    (tmp / "imgs" / "c" / ".DS_Store").write_bytes(b"")  # hidden files are not images
+    return Call(["finetune", "test_resnet", "--data", tmp / "imgs", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_class_with_only_unreadable_images(tmp, good_run):
+    make_image_folder(tmp / "imgs", classes=("a", "b"), per_class=4)
+    (tmp / "imgs" / "c").mkdir()
+    for i in range(2):
+        (tmp / "imgs" / "c" / f"{i}.jpg").write_bytes(b"")  # 0 bytes: skipped, so c would have no images
+    return Call(["finetune", "test_resnet", "--data", tmp / "imgs", *TINY, "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
 def case_image_folder_missing(tmp, good_run):
     return Call(["finetune", "test_resnet", "--data", f"imagefolder:{tmp / 'nowhere'}", *TINY, "--out", tmp / "out"], out=tmp / "out")
 
@@ -353,6 +404,24 @@ def case_registry_entries_outside_backbones(tmp, good_run):
 @case
 def case_registry_file_with_bad_yaml(tmp, good_run):
     (tmp / "reg.yaml").write_text("ghost:\n  source: [unclosed\n")
+    return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
+
+
+@case
+def case_registry_file_alias_bomb(tmp, good_run):
+    (tmp / "reg.yaml").write_text(alias_bomb())  # 9**9 strings in 600 bytes: `zoo list` used to hang expanding them
+    return Call(["list", "--json"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")}, subprocess=True)
+
+
+@case
+def case_registry_file_not_utf_8(tmp, good_run):
+    (tmp / "reg.yaml").write_bytes(b"backbones:\n  x:\n    source: timm:resnet18\n    description: caf\xe9\n")
+    return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
+
+
+@case
+def case_registry_file_with_a_nul_byte(tmp, good_run):
+    (tmp / "reg.yaml").write_bytes(b"backbones:\n  x:\n    source: timm:resnet18\x00\n")
     return Call(["list"], env={"ZOO_REGISTRY": str(tmp / "reg.yaml")})
 
 
@@ -539,6 +608,23 @@ def case_predict_a_missing_image(tmp, good_run):
 def case_predict_a_text_file(tmp, good_run):
     (tmp / "notes.txt").write_text("hello")
     return Call(["predict", good_run, tmp / "notes.txt"])
+
+
+@case
+def case_predict_an_image_over_the_pixel_budget(tmp, good_run):
+    from PIL import Image
+
+    Image.new("L", (10_000, 9_000)).save(tmp / "big.png")  # 90M pixels, 90 KB: past Image.MAX_IMAGE_PIXELS
+    return Call(["predict", good_run, tmp / "big.png"])
+
+
+@case
+def case_predict_a_truncated_image(tmp, good_run):
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (200, 30, 30)).save(tmp / "whole.jpg")
+    (tmp / "cut.jpg").write_bytes((tmp / "whole.jpg").read_bytes()[:400])
+    return Call(["predict", good_run, tmp / "cut.jpg"])
 
 
 @case

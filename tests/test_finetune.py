@@ -194,6 +194,104 @@ def test_grayscale_images_resize_in_one_channel_to_the_same_bytes():
             assert np.array_equal(pre(img), expected), (pre, img.size)
 
 
+def peak_rss_mb(code: str) -> tuple[int, str]:
+    """Run ``code`` in a fresh Python; its peak resident memory in MB, and what it printed."""
+    import subprocess
+    import sys
+
+    wrapper = "import resource, subprocess, sys\n" \
+        "subprocess.run([sys.executable, '-c', sys.argv[1]], check=True)\n" \
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"  # this child's, and only its
+    done = subprocess.run([sys.executable, "-c", wrapper, code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    *printed, peak = done.stdout.splitlines()
+    return int(peak), "\n".join(printed)
+
+
+def test_image_decode_memory_is_bounded_by_the_target_size(tmp_path):
+    """A 1 x 2,000,000 PNG, a 6,000 x 6,000 JPEG and an image past the pixel budget: tens of MB, not gigabytes.
+
+    (The strip used to take 5.5 GB to resize for a 32-pixel model: it was resized to 36 x 72,000,000 before the crop.)
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1, 2_000_000, 3), dtype=np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)).resize((6000, 6000)).save(tmp_path / "big.jpg", quality=90)
+    Image.new("L", (10_000, 9_000)).save(tmp_path / "bomb.png")  # 90M pixels: over Image.MAX_IMAGE_PIXELS, under Pillow's own error
+    code = ("from pathlib import Path\nfrom PIL import Image\nfrom zoo.data import Preprocess, UnreadableImage, read_pixels\n"
+            f"for name in ('strip.png', 'big.jpg', 'bomb.png'):\n"
+            f"    try:\n        print(name, read_pixels(lambda: Image.open(Path({str(tmp_path)!r}) / name), Preprocess(32)).shape)\n"
+            f"    except UnreadableImage as exc:\n        print(name, exc)\n")
+    peak, printed = peak_rss_mb(code)
+    baseline, _ = peak_rss_mb("from PIL import Image\nimport zoo.data")
+    assert printed.splitlines()[:2] == ["strip.png (3, 32, 32)", "big.jpg (3, 32, 32)"]
+    assert printed.splitlines()[2] == ("bomb.png image too large (Pillow's decompression-bomb limit): "
+                                       "10000 x 9000 pixels, more than the 89,478,485 zoo decodes")
+    assert peak - baseline < 100, (peak, baseline)  # the strip alone is 6 MB of RGB; the JPEG decodes at 1/8 size
+
+
+@pytest.mark.slow
+def test_a_strip_and_an_oversized_image_train_predict_and_skip_in_bounded_memory(tmp_path, run):
+    """Through the CLI: the strip trains and predicts, the oversized image is skipped with a warning; zoo predict on the
+    strip takes no more memory than on a small image."""
+    from PIL import Image
+
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1, 2_000_000, 3), dtype=np.uint8)).save(root / "cat" / "strip.png")
+    Image.new("L", (10_000, 9_000)).save(root / "dog" / "big.png")
+    result = run("finetune", "test_resnet", "--data", root, "--no-pretrained", "--img-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1 unreadable train file(s)" in result.stderr and "big.png" in result.stderr
+    peaks = {}
+    for name in ("strip.png", "0.png"):
+        peaks[name], printed = peak_rss_mb(f"from zoo.cli import cli\ncli(['predict', {str(tmp_path / 'r')!r}, "
+                                           f"{str(root / 'cat' / name)!r}], standalone_mode=False)")
+        assert "cat" in printed, printed
+    assert peaks["strip.png"] - peaks["0.png"] < 100, peaks  # it used to be 5.5 GB more
+
+
+def test_image_files_of_every_kind_decode_or_are_skipped_by_name(tmp_path):
+    """Modes, EXIF rotation and wrong extensions decode; truncated, empty and non-image files are skipped, each named."""
+    from PIL import Image
+
+    from zoo.data import Preprocess, decode, file_split
+
+    top_red = Image.new("RGB", (40, 40), (0, 0, 255))
+    top_red.paste((255, 0, 0), (0, 0, 40, 20))
+    files = {}
+
+    def save(name, img, **kw):
+        img.save(tmp_path / name, **kw)
+        files[name] = tmp_path / name
+
+    save("rgb.jpg", top_red, quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter left: a viewer turns it right again, red on top
+    save("rotated.jpg", top_red.transpose(Image.Transpose.ROTATE_90), quality=95, exif=exif)
+    save("png-named.jpg", top_red, format="PNG")
+    save("cmyk.jpg", top_red.convert("CMYK"), quality=95)
+    save("palette.png", top_red.convert("P"))
+    save("grey-alpha.png", top_red.convert("LA"))
+    save("sixteen-bit.png", Image.fromarray(np.array(top_red.convert("L"), dtype=np.uint16) * 257))
+    (tmp_path / "truncated.jpg").write_bytes(files["rgb.jpg"].read_bytes()[:300])
+    (tmp_path / "truncated.png").write_bytes(files["palette.png"].read_bytes()[:-30])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    bad = ["truncated.jpg", "truncated.png", "empty.png", "notes.png"]
+    paths = list(files.values()) + [tmp_path / b for b in bad]
+    decoded = decode(file_split(paths, [0] * len(paths)), Preprocess(16, 1.0))
+    assert decoded.skipped == [str(tmp_path / b) for b in bad]
+    for name, pixels in zip(files, decoded.images.numpy().astype(int), strict=True):
+        top, bottom = pixels[:, :6].reshape(3, -1).mean(1), pixels[:, -6:].reshape(3, -1).mean(1)
+        if name in ("grey-alpha.png", "sixteen-bit.png"):  # grey: red is the lighter grey (76), blue the darker (29)
+            assert np.ptp(top) < 2 and np.ptp(bottom) < 2 and top[0] > bottom[0] + 30, (name, top, bottom)
+        else:  # red above blue: the right way up
+            assert top[0] > 200 > 50 > top[2] and bottom[2] > 200 > 50 > bottom[0], (name, top, bottom)
+
+
 def test_corrupt_files_are_skipped_or_fail_with_strict(tmp_path, run):
     root = make_image_folder(tmp_path / "data")
     (root / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -498,6 +596,65 @@ def test_features_are_kept_on_disk_reused_exactly_and_a_damaged_entry_is_recompu
     opts.update(shots=13)
     weights("g")
     assert len(list(folder.glob("*.safetensors"))) == 5  # in memory only
+
+
+def _damage(entry, how: str) -> None:
+    """Spoil one cache entry the way a crash, a disk or a stranger might."""
+    import os
+
+    from safetensors.torch import save_file
+
+    if how == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    elif how == "garbage":
+        entry.write_bytes(os.urandom(4096))
+    else:
+        t = load_file(entry)
+        if how == "wrong-dtype":  # uint8 pixels as floats, int64 labels as int32, float features as float64
+            t = {k: v.double() if v.is_floating_point() else v.float() if v.dtype == torch.uint8 else v.int() for k, v in t.items()}
+        elif how == "wrong-shape":  # one pixel column or one feature fewer
+            t = {k: v[..., :-1].contiguous() if v.ndim > 1 else v for k, v in t.items()}
+        elif how == "poisoned":  # labels shifted by one image, features not numbers
+            t = {k: v.roll(1) if k == "labels" else torch.full_like(v, float("nan")) if k == "features" else v for k, v in t.items()}
+        save_file(t, entry)
+
+
+@pytest.mark.slow
+def test_cache_entries_of_the_wrong_shape_are_rebuilt_not_trained_on(tmp_path, monkeypatch):
+    """Decoded-image and feature entries truncated, garbage, of another dtype or shape, or poisoned: each run trains
+    exactly as on a fresh cache, and leaves the entries right again."""
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    opts = dict(FAST, data="digits", shots=10, freeze="head-only", epochs=1)
+    weights = lambda name: load_file(zoo.finetune(out=tmp_path / name, **opts).run_dir / "model.safetensors")  # noqa: E731
+    first = weights("first")
+    entries = sorted((tmp_path / "cache").glob("*/*.safetensors"))
+    assert sorted({e.parent.name for e in entries}) == ["decoded", "features"] and len(entries) == 4  # train and val of each
+    good = {e: {k: (v.shape, v.dtype) for k, v in load_file(e).items()} for e in entries}
+    for how in ("truncated", "garbage", "wrong-dtype", "wrong-shape", "poisoned"):
+        for e in entries:
+            _damage(e, how)
+        again = weights(how)
+        assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first), how
+        assert {e: {k: (v.shape, v.dtype) for k, v in load_file(e).items()} for e in entries} == good, how  # rebuilt
+
+
+def test_an_unwritable_cache_is_one_warning_and_never_breaks_a_command(tmp_path, monkeypatch, run):
+    """ZOO_CACHE naming a file (no folder can be made there, even by root): zoo list works, a fine-tune trains without
+    the cache and says so once."""
+    (tmp_path / "cache").write_text("a file, not a folder")
+    for i, cache in enumerate((tmp_path / "cache", tmp_path / "cache" / "inside")):
+        monkeypatch.setenv("ZOO_CACHE", str(cache))
+        listed = run("list", "backbones", "resnet1*", "--all")
+        assert listed.exit_code == 0 and "resnet18" in listed.stdout, listed.stderr
+        result = run("finetune", "test_resnet", "--data", "synthetic:6", "--freeze", "head-only", "--no-pretrained", "--img-size", "32",
+                     "--epochs", "1", "--batch-size", "8", "--aug", "none", "--out", tmp_path / f"run{i}")
+        assert result.exit_code == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("zoo: warning:")]
+        assert len(warnings) == 1 and "going on without the cache (set ZOO_CACHE to a folder you can write)" in warnings[0], warnings
+        assert (tmp_path / f"run{i}" / "model.safetensors").is_file()
+        from zoo import data
+
+        data._UNWRITABLE.clear()  # the next command is a new process
 
 
 def test_long_work_is_announced_only_when_it_runs(tmp_path, monkeypatch, run):

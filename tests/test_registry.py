@@ -1,7 +1,9 @@
 import json
+import re
 
 import pytest
 import yaml
+from conftest import alias_bomb
 
 from zoo.errors import NotFoundError, UsageError, ZooError
 from zoo.registry import get_registry, load_registry_file, packaged_registry, parse_source, resolve
@@ -89,6 +91,15 @@ def test_list_all_includes_timm_models_and_is_cached(run, tmp_path):
     from zoo.registry import timm_pretrained_names
 
     assert timm_pretrained_names()  # now read back from the per-version cache file
+    import os
+    from pathlib import Path
+
+    (cached,) = Path(os.environ["ZOO_CACHE"]).glob("timm-*-pretrained.json")
+    for damaged in ('{"not": "a list"}', "[1, 2]", "[\"test_resnet"):  # the wrong shape, or cut short: listed again
+        cached.write_text(damaged)
+        result = run("list", "backbones", "test_resnet*", "--all", "--json")
+        assert result.exit_code == 0 and "test_resnet.r160_in1k" in result.output, result.stderr
+        assert "test_resnet.r160_in1k" in json.loads(cached.read_text())  # and stored again
 
 
 def model_folder(path, classes=("a", "b", "c")):
@@ -179,3 +190,73 @@ def test_list_marks_what_runs_offline(run, tmp_path, monkeypatch):
     assert "offline yes: the weights are on this machine" in " ".join(text.split())
     refused = run("list", "heads", "--offline")
     assert refused.exit_code == 2 and "use 'zoo list backbones --offline'" in refused.stderr
+
+
+BAD_YAML = {  # name -> (bytes of the registry file, what the one line says after its path)
+    "alias-bomb": (alias_bomb().encode(), r": expands to more than 100,000 values"),
+    "aliases-nesting-deep": ("".join(f"l{i}: &l{i} {'[' * 20}{f'*l{i - 1}' if i else 'x'}{']' * 20}\n" for i in range(8)).encode(),
+                             r":\d+: nested more than 100 levels deep"),
+    "nested-deep": (b"a: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", r":1: not valid YAML \(exceeded maximum nesting depth\)"),
+    "latin-1": (b"backbones:\n  x:\n    source: timm:resnet18\n    description: caf\xe9\n", r":4: not UTF-8 \(byte 0xe9\)"),
+    "nul-byte": (b"backbones:\n  x:\n    source: timm:resnet18\x00\n", r":3: not valid YAML \(character #x0000 is not allowed\)"),
+    "control-character": (b"backbones:\n  x:\n    description: \x1b[2J\n", r":3: not valid YAML \(character #x001b is not allowed\)"),
+    "huge": (b"# " + b"x" * (2 << 20) + b"\n", r" is larger than 1 MiB"),
+    "python-tag": (b"backbones: !!python/object/apply:os.system [touch PWNED]\n", r":1: not valid YAML \(could not determine a constructor"),
+    "two-documents": (b"backbones: {}\n---\nbackbones: {}\n", r":2: not valid YAML \(expected a single document in the stream, but found"),
+    "integer-of-5000-digits": (b"backbones:\n  x:\n    source: timm:resnet18\n    params_m: " + b"9" * 5000 + b"\n",
+                               r": not valid YAML \(Exceeds the limit \(4300 digits\)"),
+}
+
+
+def zoo_fails_fast(tmp_path, env: dict, args: list, message: str) -> None:
+    """``zoo ARGS`` exits 2 within seconds, printing only ``Error: MESSAGE`` (a regular expression)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env}, cwd=tmp_path)
+    assert time.monotonic() - started < 30, args  # `zoo info` imports torch first: seconds on a busy machine
+    assert done.returncode == 2, (args, done.stdout[-500:], done.stderr)
+    assert re.fullmatch(f"Error: {message}.*\n", done.stderr), done.stderr
+
+
+def test_a_registry_fifo_or_device_is_refused_not_waited_on(tmp_path):
+    """A FIFO without a writer would block the open forever, /dev/zero would never end: only regular files are read."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in (tmp_path / "fifo.yaml", "/dev/zero"):
+        zoo_fails_fast(tmp_path, {"ZOO_REGISTRY": str(path)}, ["list"], f"registry file {re.escape(str(path))} is not a regular file")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_YAML))
+def test_bad_registry_yaml_is_one_line_naming_the_file_and_fast(tmp_path, name):
+    """`zoo list` on a ZOO_REGISTRY file that would hang, crash or expand: one line naming the file and line."""
+    blob, message = BAD_YAML[name]
+    (tmp_path / "reg.yaml").write_bytes(blob)
+    zoo_fails_fast(tmp_path, {"ZOO_REGISTRY": str(tmp_path / "reg.yaml")}, ["list"],
+                   f"registry file {re.escape(str(tmp_path / 'reg.yaml'))}{message}")
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("name", ["alias-bomb", "latin-1"])
+def test_bad_user_registry_yaml_fails_list_and_info_fast(tmp_path, name):
+    """The same for the user registry file: `zoo list --json` and `zoo info` end at once too (they used to hang)."""
+    blob, message = BAD_YAML[name]
+    user = tmp_path / "config" / "zoo" / "registry.yaml"
+    user.parent.mkdir(parents=True)
+    user.write_bytes(blob)
+    for args in (["list", "--json"], ["info", "x"]):
+        zoo_fails_fast(tmp_path, {"XDG_CONFIG_HOME": str(tmp_path / "config")}, args, f"registry file {re.escape(str(user))}{message}")
+
+
+def test_yaml_aliases_within_bounds_still_work(tmp_path, monkeypatch):
+    """Anchors and aliases used plainly (shared settings), and a BOM, read as before."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("backbones:\n  a:\n    source: timm:resnet18\n    tags: &t [small, fast]\n  b:\n    source: timm:resnet34\n    tags: *t\n",
+                     encoding="utf-8-sig")
+    specs = load_registry_file(extra)
+    assert specs["a"].meta["tags"] == specs["b"].meta["tags"] == ["small", "fast"]

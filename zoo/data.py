@@ -9,6 +9,7 @@ kept as one uint8 tensor; normalization and augmentation run on whole batches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
@@ -189,9 +190,18 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
+WIDE = 16  # a resized image more than this many crops in area is resized only around its center
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """timm's eval transform: resize the short side to size/crop_pct, center-crop to size."""
+    """timm's eval transform: resize the short side to size/crop_pct, center-crop to size.
+
+    Memory follows the target size, not the file: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    when that still leaves twice the pixels the resize needs (Pillow's ``draft``), an image of more
+    than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded, and a very long strip
+    (1 x 2,000,000 pixels) is resized only around the crop instead of to millions of pixels.
+    """
 
     size: int
     crop_pct: float = 0.875
@@ -200,9 +210,14 @@ class Preprocess:
     def __call__(self, img) -> np.ndarray:
         from PIL import Image
 
+        scale = max(self.size, int(np.floor(self.size / self.crop_pct)))
+        img.draft(None, (2 * scale, 2 * scale))  # JPEG only; a no-op for other formats and decoded images
+        w, h = img.size
+        if w * h > (Image.MAX_IMAGE_PIXELS or float("inf")):
+            raise Image.DecompressionBombError(f"{w} x {h} pixels, more than the {Image.MAX_IMAGE_PIXELS:,} zoo decodes")
+        img = upright(img)
         if img.mode != "L":  # grayscale stays one channel until the end: a third of the resizing, the same bytes
             img = to_rgb(img)
-        scale = max(self.size, int(np.floor(self.size / self.crop_pct)))
         w, h = img.size
         if w <= h:
             nw, nh = scale, max(scale, round(h * scale / w))
@@ -211,11 +226,46 @@ class Preprocess:
         resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(
             self.interpolation, Image.BICUBIC
         )
-        img = img.resize((nw, nh), resample)
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        img = img.crop((left, top, left + self.size, top + self.size))
+        if nw * nh <= WIDE * self.size * self.size:
+            img = img.resize((nw, nh), resample).crop((left, top, left + self.size, top + self.size))
+        else:  # the same crop, read from the source image's matching box (equal up to rounding)
+            sx, sy = w / nw, h / nh
+            img = img.resize((self.size, self.size), resample, box=(left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy))
         pixels = np.array(img, dtype=np.uint8)
         return np.repeat(pixels[None], 3, axis=0) if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def upright(img):
+    """The image turned as its EXIF orientation says (how a camera held sideways saves a photo)."""
+    from PIL import ImageOps
+
+    if img.format is None:  # made in memory (a dataset's arrays): no EXIF to read, and reading costs 10% of a small image
+        return img
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: the pixels may still be fine
+        return img
+    return img if orientation in (1, None) else ImageOps.exif_transpose(img)
+
+
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded, or that is too large to; the message says why."""
+
+
+def read_pixels(load: Callable[[], object], pre: Preprocess) -> np.ndarray:
+    """``pre`` applied to the image ``load()`` opens (a PIL image, closed after); failures raise :class:`UnreadableImage`."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # pre refuses such images, after draft
+            with load() as img:  # PIL images close their file on exit
+                return pre(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(_reason(exc)) from None
 
 
 @dataclass
@@ -254,18 +304,15 @@ _JOB: tuple | None = None  # (split, preprocess) of the decode in progress, inhe
 
 def _decode_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
     """Decode images start..stop of the current job: their pixels and (index, reason) of each failure."""
-    from PIL import Image
-
     start, stop = bounds
     split, pre = _JOB
     out = np.zeros((stop - start, 3, pre.size, pre.size), dtype=np.uint8)
     failed = []
     for i in range(start, stop):
         try:
-            with split.load(i) as img:  # PIL images close their file on exit
-                out[i - start] = pre(img)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            failed.append((i, _reason(exc)))
+            out[i - start] = read_pixels(functools.partial(split.load, i), pre)
+        except UnreadableImage as exc:
+            failed.append((i, str(exc)))
     return start, out, failed
 
 
@@ -411,6 +458,12 @@ def decode(split: Split, pre: Preprocess, *, strict: bool = False, progress: Cal
         _JOB = None
     if not keep.any():
         raise ZooError(f"none of the {n} images could be read (first: {skipped[0]})")
+    lost = np.setdiff1d(split.labels, split.labels[keep])  # classes whose every image was skipped
+    if len(lost):
+        first = next(i for i in range(n) if split.labels[i] == lost[0])
+        count = int((split.labels == lost[0]).sum())
+        raise ZooError(f"none of the {count} image(s) of one class could be read (first: {split.describe(first)}): "
+                       f"a class without images cannot be learned; fix the files or remove the class")
     images = torch.from_numpy(out[keep] if not keep.all() else out)
     labels = torch.from_numpy(split.labels[keep])
     return Decoded(images, labels, skipped, split.fingerprint)
@@ -426,18 +479,21 @@ def cached_decode(split: Split, pre: Preprocess, *, strict: bool = False, progre
 
     The key covers the split's fingerprint (file names, sizes and times, or the bytes of in-memory
     images), the preprocessing and Pillow's version, so any change decodes again. Written
-    atomically; a damaged entry is decoded again; ``ZOO_DECODE_CACHE=0`` turns it off.
+    atomically; an entry that is damaged, or not the shapes, dtypes and labels this split needs, is
+    decoded again; ``ZOO_DECODE_CACHE=0`` turns it off.
     """
     import hashlib
 
+    import torch
     from PIL import __version__ as pillow
 
     path = None
     if split.fingerprint and os.environ.get("ZOO_DECODE_CACHE", "1") != "0":
-        key = hashlib.sha256(f"{split.fingerprint}|{pre.size}|{pre.crop_pct}|{pre.interpolation}|{pillow}|1".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{split.fingerprint}|{pre.size}|{pre.crop_pct}|{pre.interpolation}|{pillow}|2".encode()).hexdigest()[:24]
         path = cache_dir() / "decoded" / f"{key}.safetensors"
-        stored = read_entry(path)
-        if stored is not None and len(stored.get("labels", ())) == len(split):
+        n = len(split)
+        stored = read_entry(path, {"images": ((n, 3, pre.size, pre.size), torch.uint8), "labels": ((n,), torch.int64)})
+        if stored is not None and np.array_equal(stored["labels"].numpy(), split.labels):
             return Decoded(stored["images"], stored["labels"], [], split.fingerprint)
     decoded = decode(split, pre, strict=strict, progress=progress)
     if path is not None and not decoded.skipped:
@@ -448,28 +504,40 @@ def cached_decode(split: Split, pre: Preprocess, *, strict: bool = False, progre
 CACHE_ENTRY_MAX_BYTES = 1 << 30  # bigger entries are computed again each run, not stored
 
 
-def read_entry(path: Path) -> dict | None:
-    """A cache entry's tensors, or None when it is missing or damaged (the caller computes it again)."""
-    if not path.is_file():
-        return None
+def read_entry(path: Path, expected: dict[str, tuple]) -> dict | None:
+    """A cache entry's tensors, or None when it is missing, damaged, or not exactly the ``expected``
+    names, shapes and dtypes (name -> (shape, torch dtype)): the caller computes it again."""
     from safetensors.torch import load_file
 
     try:
-        return load_file(path)
-    except Exception:
+        stored = load_file(path)
+    except Exception:  # missing, unreadable, truncated, garbage: safetensors checks its header and sizes
         return None
+    if stored.keys() != expected.keys():
+        return None
+    for name, (shape, dtype) in expected.items():
+        if tuple(stored[name].shape) != tuple(shape) or stored[name].dtype != dtype:
+            return None
+    return stored
 
 
 def write_entry(path: Path, tensors: dict) -> None:
-    """Store a cache entry atomically; one that is too big or cannot be written is simply not stored."""
+    """Store a cache entry atomically; one that is too big or cannot be written is not stored (one warning says so)."""
     if sum(t.numel() * t.element_size() for t in tensors.values()) > CACHE_ENTRY_MAX_BYTES:
         return
     from zoo.runs import save_weights
 
     try:
         save_weights(path, {k: t.cpu() for k, t in tensors.items()})
-    except ZooError:  # a full disk or a read-only home is not an error for a cache
-        pass
+    except ZooError as exc:  # a full disk or a read-only cache is not an error for a cache
+        if str(cache_dir()) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(cache_dir()))
+            from zoo.plugins import warn
+
+            warn(f"{str(exc).split('; ')[0]}; going on without the cache (set ZOO_CACHE to a folder you can write)")
+
+
+_UNWRITABLE: set[str] = set()  # cache folders this process warned about: one warning, not one per entry
 
 
 def _reason(exc: BaseException) -> str:

@@ -150,9 +150,11 @@ def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch
         key = "|".join(map(str, (FORMAT, part.key, decoded.fingerprint, len(decoded.labels), repr(pre), repr(prepare),
                                  amp_dtype, batch_size, torch.__version__, timm.__version__)))
         path = data.cache_dir() / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
-        stored = data.read_entry(path)
-        if stored is not None and len(stored.get("features", ())) == len(decoded.labels):
-            return stored["features"]
+        if os.path.isfile(path):  # one image's features say the shape and dtype the entry must have (False on any error)
+            probe = compute(part, decoded.images[:1], prepare, 1, lambda: autocast(prepare.device, amp_dtype))
+            stored = data.read_entry(path, {"features": ((len(decoded.labels), *probe.shape[1:]), probe.dtype)})
+            if stored is not None and bool(stored["features"].isfinite().all()):
+                return stored["features"]
     out = compute(part, decoded.images, prepare, batch_size, lambda: autocast(prepare.device, amp_dtype), progress)
     if path is not None:
         data.write_entry(path, {"features": out})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from zoo import backbones, data
@@ -21,23 +22,21 @@ class Transform:
         return self.normalize(torch.from_numpy(self.pre(img)))
 
 
-def _open(path: Path):
+def _pixels(path: Path, pre: data.Preprocess):
+    """An image file as the model's input pixels: decoded one at a time, never kept at full size."""
     from PIL import Image
 
     if not path.is_file():
         raise UsageError(f"image {path} does not exist")
     try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ZooError(f"cannot read image {path}: {data._reason(exc)}") from None
+        return data.read_pixels(lambda: Image.open(path), pre)
+    except data.UnreadableImage as exc:
+        raise ZooError(f"cannot read image {path}: {exc}") from None
 
 
 @torch.inference_mode()
-def logits_for(loaded: backbones.Loaded, images: list) -> torch.Tensor:
-    transform = Transform(loaded)
-    x = torch.stack([transform(img) for img in images])
+def logits_for(loaded: backbones.Loaded, pixels: list) -> torch.Tensor:
+    x = Transform(loaded).normalize(torch.from_numpy(np.stack(pixels)))
     return loaded.model(x).float()
 
 
@@ -46,7 +45,7 @@ def predict(model, images, *, top_k: int = 5) -> list[dict]:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
     loaded = backbones.load(model)
     paths = [Path(p) for p in images]
-    logits = logits_for(loaded, [_open(p) for p in paths])
+    logits = logits_for(loaded, [_pixels(p, loaded.preprocess) for p in paths])
     probs = logits.softmax(1)
     k = min(top_k, probs.shape[1])
     out = []

@@ -112,23 +112,14 @@ def user_registry_files() -> list[Path]:
 
 def load_registry_file(path: Path, *, required: bool = True) -> dict[str, BackboneSpec]:
     """Parse and validate one registry file; errors name the file and line."""
-    import yaml
+    from zoo import yamlfile
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         if required:
-            raise ZooError(f"registry file {path} does not exist: fix ZOO_REGISTRY or create the file") from None
+            raise ZooError(f"registry file {path} does not exist: fix ZOO_REGISTRY or create the file")
         return {}
-    except OSError as exc:
-        raise ZooError(f"cannot read registry file {path}: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UsageError(f"registry file {where}: {exc.problem or exc.context}") from None
+    node = yamlfile.compose(path, what="registry file")
+    data = yamlfile.construct(node, path, what="registry file")
     if data is None:
         return {}
     lines = _entry_lines(node)
@@ -297,9 +288,11 @@ def timm_pretrained_names() -> list[str]:
 
     cache = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo") / f"timm-{version('timm')}-pretrained.json"
     try:
-        return json.loads(cache.read_text())
+        names = json.loads(cache.read_text())
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
     except (OSError, ValueError):
-        pass
+        pass  # missing, unreadable or damaged: listed again, and stored again below
     import timm
 
     names = timm.list_pretrained()
@@ -307,8 +300,8 @@ def timm_pretrained_names() -> list[str]:
 
     try:
         atomic_write_text(cache, json.dumps(names))
-    except OSError:
-        pass  # a read-only home is no reason to fail a listing
+    except ZooError:
+        pass  # a read-only cache is no reason to fail a listing: the names are computed again next time
     return names
 
 

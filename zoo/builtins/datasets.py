@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
 from pathlib import Path
 
@@ -69,19 +70,24 @@ def _class_folder(root: Path, classes: list[str] | None = None):
         raise UsageError(f"{root} is not a folder")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     check_class_names(found, str(root))
+    training = classes is None  # the folder that names the classes (val/ and test/ take train/'s)
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise UsageError(f"{root} has class folders not in the training classes: {', '.join(unknown[:5])}")
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     for label, name in enumerate(classes):
         folder = root / name
-        if folder.is_dir():
-            for f in _walk_files(folder):
-                paths.append(f)
-                labels.append(label)
+        files = _walk_files(folder) if folder.is_dir() else []
+        paths += files
+        labels += [label] * len(files)
+        if not files:
+            empty.append(folder)
     if not paths:
         raise UsageError(f"no images found in {root}: expected one subfolder per class, e.g. {root}/cats/1.jpg")
+    if empty and training:  # a class no image teaches would only ever be a wrong answer
+        raise UsageError(f"class folder {empty[0]} has no images: a class without images cannot be learned; "
+                         f"add images or remove the folder")
     return classes, paths, labels
 
 
@@ -121,8 +127,8 @@ def csv_dataset(arg: str | None):
     if not path.is_file():
         raise UsageError(f"CSV file {path} does not exist")
     base = path.parent.resolve()
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_csv_text(path), newline=""))
+    try:
         header = [h.strip().lower() for h in reader.fieldnames or []]
         image_col = next((reader.fieldnames[header.index(c)] for c in IMAGE_COLUMNS if c in header), None)
         label_col = next((reader.fieldnames[header.index(c)] for c in LABEL_COLUMNS if c in header), None)
@@ -130,7 +136,8 @@ def csv_dataset(arg: str | None):
         if not image_col or not label_col:
             raise UsageError(f"{path}: needs a header with an image column ({'/'.join(IMAGE_COLUMNS)}) and a label column ({'/'.join(LABEL_COLUMNS)})")
         rows = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num  # a quoted value may span lines: the row's last one
             rel, label = (row.get(image_col) or "").strip(), (row.get(label_col) or "").strip()
             if not rel or not label:
                 raise UsageError(f"{path}:{line}: empty image path or label")
@@ -140,29 +147,51 @@ def csv_dataset(arg: str | None):
             split = (row.get(split_col) or "train").strip().lower() if split_col else "train"
             if split not in SPLIT_DIRS:
                 raise UsageError(f"{path}:{line}: unknown split '{split}' (use train, val or test)")
-            rows.append((full, label, SPLIT_DIRS[split]))
+            rows.append((full, label, SPLIT_DIRS[split], line))
+    except csv.Error as exc:  # a value over csv's size limit (128 KiB)
+        raise UsageError(f"{path}:{reader.reader.line_num}: not a readable CSV row ({exc})") from None
     if not rows:
         raise UsageError(f"{path}: no rows")
     from zoo.registry import natural_key
 
     # The classes are the training labels: a label seen only in val/test has no images to learn from.
-    classes = sorted({label for _, label, s in rows if s == "train"}, key=natural_key)
+    classes = sorted({label for _, label, s, _ in rows if s == "train"}, key=natural_key)
     check_class_names(classes, str(path))
-    stray = sorted({label for _, label, s in rows if label not in classes}, key=natural_key)
+    stray = sorted({label for _, label, _, _ in rows if label not in classes}, key=natural_key)
     if stray:
         raise UsageError(f"{path}: label(s) {', '.join(repr(c) for c in stray[:5])} appear only in val/test rows, "
                          f"not among the training labels")
     index = {c: i for i, c in enumerate(classes)}
     splits = {}
-    for name in dict.fromkeys(s for _, _, s in rows):
-        chosen = [(p, index[label]) for p, label, s in rows if s == name]
-        missing = next((p for p, _ in chosen if not p.is_file()), None)
+    for name in dict.fromkeys(s for _, _, s, _ in rows):
+        chosen = [(p, index[label]) for p, label, s, _ in rows if s == name]
+        missing = next(((p, line) for p, _, s, line in rows if s == name and not p.is_file()), None)
         if missing:
-            raise UsageError(f"{path}: image {missing} does not exist")
+            raise UsageError(f"{path}:{missing[1]}: image {missing[0]} {'is not a file' if missing[0].exists() else 'does not exist'}")
         splits[name] = file_split([p for p, _ in chosen], [y for _, y in chosen])
     if "train" not in splits:
         raise UsageError(f"{path}: no rows in the train split")
     return Dataset(f"csv:{path}", classes, splits)
+
+
+def _csv_text(path: Path) -> str:
+    """The CSV file as text: UTF-8 (a BOM is dropped), no NUL bytes, not empty; errors name the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read CSV file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8") from None
+    nul = text.find("\0")
+    if nul >= 0:  # a binary file, or UTF-16
+        line = text.count("\n", 0, nul) + 1
+        raise UsageError(f"{path}:{line}: a NUL byte: is it a text file? save it as UTF-8")
+    if not text.strip():
+        raise UsageError(f"{path} is empty: it needs a header line, e.g. image,label")
+    return text
 
 
 # -- Fashion-MNIST ---------------------------------------------------------------------
