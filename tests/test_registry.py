@@ -204,7 +204,7 @@ BAD_YAML = {  # name -> (bytes of the registry file, what the one line says afte
     "python-tag": (b"backbones: !!python/object/apply:os.system [touch PWNED]\n", r":1: not valid YAML \(could not determine a constructor"),
     "two-documents": (b"backbones: {}\n---\nbackbones: {}\n", r":2: not valid YAML \(expected a single document in the stream, but found"),
     "integer-of-5000-digits": (b"backbones:\n  x:\n    source: timm:resnet18\n    params_m: " + b"9" * 5000 + b"\n",
-                               r": not valid YAML \(Exceeds the limit \(4300 digits\)"),
+                               r": a value zoo cannot read \(Exceeds the limit \(4300 digits\)"),
 }
 
 

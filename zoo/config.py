@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from zoo import yamlfile
 from zoo.errors import UsageError, closest, shown
 
 AUGMENTATIONS = ("none", "light", "default")
@@ -319,10 +320,7 @@ def parse_pairs(pairs: tuple[str, ...] | list[str], flag: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{flag} takes KEY=VALUE, got '{shown(pair)}'")
-        try:
-            out[key.strip()] = yaml.load(value, Loader=_Loader) if value else ""
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{flag} {shown(key.strip())}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        out[key.strip()] = yamlfile.loads(value, what=flag, name=shown(key.strip())) if value else ""
     return out
 
 
@@ -333,17 +331,6 @@ def unknown_setting(key: str, cls: type = FinetuneConfig) -> str:
 
 
 # -- files --------------------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader reading ``1e-4`` as a number, as YAML 1.2 and other tools do (YAML 1.1 wants ``1.0e-4``)."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
-
-
-MAX_FILE_BYTES = 1 << 20  # a settings file is a few hundred bytes; anything far larger is not one
-
-
 def load_file(path: str | Path, *, option: str = "") -> dict:
     """The settings in a YAML file (``--config FILE`` or a run's run_config.yaml), each key known and each value checked.
 
@@ -353,25 +340,8 @@ def load_file(path: str | Path, *, option: str = "") -> dict:
     """
     path = Path(path)
     prefix = f"{option} " if option else ""
-    raw = path.read_bytes()
-    if len(raw) > MAX_FILE_BYTES:
-        raise UsageError(f"{prefix}{path}: {len(raw):,} bytes is too large for a settings file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{prefix}{path}: not UTF-8 text (byte {exc.start})") from None
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        values = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UsageError(f"{prefix}{where}: not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise UsageError(f"{prefix}{path}: a value zoo cannot read ({str(exc).split(':')[0]})") from None
-    finally:
-        loader.dispose()
+    node = yamlfile.compose(path, what=option or "settings file")
+    values = yamlfile.construct(node, path, what=option or "settings file")
     if values is None:
         return {}
     if not isinstance(values, dict):

@@ -10,6 +10,7 @@ values with every alias expanded; anything else is one line naming the file (and
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -21,7 +22,14 @@ MAX_BYTES = 1 << 20  # registries and configs are a few kilobytes
 MAX_DEPTH = 100  # levels of nested mappings and lists
 MAX_VALUES = 100_000  # scalars, mappings and lists, each alias counted as what it stands for
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: fast, and it caps nesting itself
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: fast, and it caps nesting itself
+    """The safe loader reading ``1e-4`` as a number, as YAML 1.2 and other tools do (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
 
 
 def load(path: Path, *, what: str = "YAML file"):
@@ -46,6 +54,15 @@ def compose(path: Path, *, what: str = "YAML file") -> yaml.Node | None:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UsageError(f"{what} {path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8") from None
+    return _compose(text, path, what)
+
+
+def loads(text: str, *, what: str, name: str):
+    """The data of a short YAML text given on the command line (``--head-opt NAME=TEXT``), within the same bounds."""
+    return construct(_compose(text, name, what), name, what=what)
+
+
+def _compose(text: str, path, what: str) -> yaml.Node | None:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -73,7 +90,7 @@ def construct(node: yaml.Node | None, path: Path, *, what: str = "YAML file"):
     except yaml.YAMLError as exc:  # an unknown tag, an unhashable key
         raise _invalid(exc, path, what) from None
     except (ValueError, TypeError, OverflowError) as exc:  # an integer of 5,000 digits, a timestamp out of range
-        raise UsageError(f"{what} {path}: not valid YAML ({exc})") from None
+        raise UsageError(f"{what} {path}: a value zoo cannot read ({str(exc).split(':')[0]})") from None
 
 
 def _invalid(exc: yaml.YAMLError, path: Path, what: str) -> UsageError:
