@@ -226,7 +226,7 @@ def case_output_folder_holds_a_run(tmp, good_run):
 
 @case
 def case_concurrent_run_in_the_same_folder(tmp, good_run):
-    from zoo.runs import RunLock
+    from zoo.rundir import RunLock
 
     out = tmp / "busy"
     lock = RunLock(out).__enter__()  # another zoo run holds the folder (a real flock)
@@ -547,7 +547,7 @@ def test_bad_input(name, tmp_path, good_run, run, monkeypatch):
     message = documented()[name]
     assert pattern(message).fullmatch(errors[0].removeprefix("Error: ")), f"\ndocumented: {message}\nprinted:    {errors[0]}"
     # Nothing half-written, nothing else harmed, nothing unpickled.
-    from zoo.runs import holds_run
+    from zoo.rundir import holds_run
 
     if call.out is not None:
         assert not holds_run(call.out)

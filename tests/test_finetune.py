@@ -299,7 +299,7 @@ def test_resume_refuses_different_data(tmp_path):
 
 
 def test_output_folder_is_never_shared(tmp_path):
-    from zoo.runs import RunLock
+    from zoo.rundir import RunLock
 
     zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
     with pytest.raises(UsageError, match="already holds a run"):

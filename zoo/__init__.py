@@ -78,7 +78,7 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
     The end push's answer (see :func:`push`) is ``result.hub``.
     """
     from zoo import distributed
-    from zoo.runs import RUN_CONFIG
+    from zoo.rundir import RUN_CONFIG
     from zoo.trainer import FinetuneConfig, Trainer
 
     if resume is None and out is not None and distributed.restart_count() and (Path(out) / RUN_CONFIG).is_file():
@@ -117,7 +117,7 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
 def _config_from_run(run_dir: Path, overrides: dict) -> Any:
     import yaml
 
-    from zoo.runs import RUN_CONFIG
+    from zoo.rundir import RUN_CONFIG
     from zoo.trainer import FinetuneConfig
 
     path = run_dir / RUN_CONFIG

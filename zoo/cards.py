@@ -15,7 +15,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from zoo import runs
+from zoo import rundir
 
 MARKER = "<!-- zoo-card sha256:{} -->"
 _MARKER = re.compile(r"\n<!-- zoo-card sha256:([0-9a-f]{64}) -->\n?\Z")
@@ -112,7 +112,7 @@ def config_dict(trainer, metrics: dict | None = None) -> dict:
 
 
 def write_config(trainer) -> None:
-    runs.atomic_write_text(trainer.run_dir / "config.json", json.dumps(config_dict(trainer), indent=2))
+    rundir.atomic_write_text(trainer.run_dir / "config.json", json.dumps(config_dict(trainer), indent=2))
 
 
 def card_metrics(metrics: dict) -> dict:
@@ -249,14 +249,14 @@ def write_model_card(trainer, metrics: dict, plots: list[str], *, repo_id: str |
     path = trainer.run_dir / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config.setdefault("zoo", {})["metrics"] = card_metrics(metrics)
-    runs.atomic_write_text(path, json.dumps(config, indent=2))
-    runs.atomic_write_text(trainer.run_dir / "README.md", card_for_run(trainer.run_dir, repo_id=repo_id))
+    rundir.atomic_write_text(path, json.dumps(config, indent=2))
+    rundir.atomic_write_text(trainer.run_dir / "README.md", card_for_run(trainer.run_dir, repo_id=repo_id))
 
 
 def read_run_config(run_dir: Path) -> dict:
     import yaml
 
-    path = Path(run_dir) / runs.RUN_CONFIG
+    path = Path(run_dir) / rundir.RUN_CONFIG
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except yaml.YAMLError:
@@ -277,7 +277,7 @@ def card_for_run(run_dir: Path, *, repo_id: str | None = None, config: dict | No
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     run_config = read_run_config(run_dir)
     if metrics is None:
-        metrics = (config.get("zoo") or {}).get("metrics") or metrics_from_history(runs.read_metrics(run_dir), run_config.get("metric", "top1"))
+        metrics = (config.get("zoo") or {}).get("metrics") or metrics_from_history(rundir.read_metrics(run_dir), run_config.get("metric", "top1"))
     if repo_id:
         title, ref, timm_ref = repo_id, f"hf-hub:{repo_id}", f"hf-hub:{repo_id}"
     else:

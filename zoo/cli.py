@@ -631,7 +631,7 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
     import yaml
 
     import zoo
-    from zoo import data, distributed, recipe, runs
+    from zoo import data, distributed, recipe, rundir
     from zoo.registry import resolve
     from zoo.trainer import FinetuneConfig, default_out
 
@@ -648,9 +648,9 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
         if config.recipe and not quiet:
             click.echo(recipe.describe(config.recipe), err=True)
         run_dir = Path(out) if out else default_out(config)
-        with runs.RunLock(run_dir):
-            runs.refuse_existing_run(run_dir)
-            runs.atomic_write_text(run_dir / runs.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        with rundir.RunLock(run_dir):
+            rundir.refuse_existing_run(run_dir)
+            rundir.atomic_write_text(run_dir / rundir.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         overrides = []
     args = ["finetune", "--resume", str(run_dir), *overrides]
     if hub_args:

@@ -76,7 +76,7 @@ def trained_info(cfg: dict, run_dir: Path | None) -> dict:
     The section is data anyone can write: parts of the wrong shape are left out. A run directory
     whose config.json has no metrics yet gives its best epoch from metrics.jsonl.
     """
-    from zoo import cards, plugin_packages, runs
+    from zoo import cards, plugin_packages, rundir
 
     z = cfg.get("zoo")
     if not isinstance(z, dict):
@@ -89,7 +89,7 @@ def trained_info(cfg: dict, run_dir: Path | None) -> dict:
     metrics = part("metrics")
     if not metrics and run_dir is not None:
         try:
-            metrics = cards.metrics_from_history(runs.read_metrics(run_dir))
+            metrics = cards.metrics_from_history(rundir.read_metrics(run_dir))
         except (ValueError, TypeError, KeyError):
             metrics = {}  # a damaged metrics.jsonl: info still answers
     plugins = []

@@ -254,22 +254,22 @@ def push_best(trainer, repo_id: str, *, private: bool = False, revision: str | N
     """
     import json
 
-    from zoo import cards, runs
+    from zoo import cards, rundir
     from zoo.plugins import warn
 
     repo_id = parse_repo_id(repo_id)
     run_dir = Path(trainer.run_dir)
     best = trainer.best or {}
     metrics = dict(best.get("metrics") or {}, epoch=best.get("epoch"), eval_split=trainer.eval_split)
-    _need(run_dir, runs.BEST)
+    _need(run_dir, rundir.BEST)
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         folder = Path(tmp) / "upload"
         folder.mkdir()
         notes: list[str] = []
-        _take(run_dir, runs.BEST, folder, notes, link=True, dest="model.safetensors")
+        _take(run_dir, rundir.BEST, folder, notes, link=True, dest="model.safetensors")
         config = cards.config_dict(trainer, metrics)
         _write_text(folder / "config.json", json.dumps(config, indent=2), "config.json", notes)
-        for name in (runs.RUN_CONFIG, runs.METRICS):
+        for name in (rundir.RUN_CONFIG, rundir.METRICS):
             _take(run_dir, name, folder, notes, link=False)
         card = cards.card_for_run(folder, repo_id=repo_id, config=config, plots=[])
         _write_text(folder / "README.md", card, "README.md", notes)

@@ -303,7 +303,7 @@ def timm_pretrained_names() -> list[str]:
     import timm
 
     names = timm.list_pretrained()
-    from zoo.runs import atomic_write_text
+    from zoo.rundir import atomic_write_text
 
     try:
         atomic_write_text(cache, json.dumps(names))
