@@ -60,7 +60,7 @@ def list_backbones(pattern: str | None = None, *, all: bool = False) -> list[dic
 
 def info(name: str) -> dict:
     """Source, parameters, input size, normalization, feature dimension, license; no weights downloaded."""
-    from zoo.describe import backbone_info
+    from zoo.model_info import backbone_info
 
     return backbone_info(name)
 
