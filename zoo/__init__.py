@@ -89,7 +89,7 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
         config = FinetuneConfig.from_dict({"backbone": backbone, "data": data, **options})
     on_best = None
     if push_to_hub:
-        from zoo import hub
+        from zoo import hub, publish
 
         if hub_strategy not in HUB_STRATEGIES:
             raise UsageError(f"--hub-strategy must be one of {', '.join(HUB_STRATEGIES)}, got '{hub_strategy}'")
@@ -99,7 +99,7 @@ def finetune(backbone: str, *, data: str, out: str | Path | None = None, resume:
                 from zoo.plugins import warn
 
                 try:
-                    hub.push_best(trainer, repo_id, private=private)
+                    publish.push_best(trainer, repo_id, private=private)
                 except ZooError as exc:
                     warn(f"{exc} (training goes on; the end of the run pushes again)")
 
@@ -171,7 +171,7 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: 
 
     Returns a dict: ``repo_url``, ``commit`` (None when nothing changed), ``files``, ``notes``, ...
     """
-    from zoo.hub import push as _push
+    from zoo.publish import push as _push
 
     return _push(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
                  with_checkpoints=with_checkpoints, overwrite_card=overwrite_card, dry_run=dry_run)

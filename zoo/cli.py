@@ -12,8 +12,7 @@ import click
 
 from zoo import __version__
 from zoo.errors import UsageError, ZooError, command, shown
-
-KIND_ALIASES = {"backbones": "backbones", "heads": "heads", "freeze": "freeze", "datasets": "datasets"}
+from zoo.plugins import KINDS
 
 
 class ZooGroup(click.Group):
@@ -135,7 +134,7 @@ def cli():
 
 # -- list / info -----------------------------------------------------------------------------
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(list(KIND_ALIASES)))
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
 @click.argument("pattern", required=False)
 @click.option("--all", "all_", is_flag=True, help="Also list every pretrained timm model (imports timm once, then cached).")
 @click.option("--offline", "offline_only", is_flag=True,
@@ -155,7 +154,7 @@ def list_cmd(kind, pattern, all_, offline_only, as_json):
     import zoo
     from zoo.plugins import get_plugins
 
-    kinds = [kind] if kind else list(KIND_ALIASES)
+    kinds = [kind] if kind else list(KINDS)
     if offline_only:
         if kind not in (None, "backbones"):
             raise UsageError("--offline lists backbones: use 'zoo list backbones --offline'")
@@ -628,8 +627,6 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
     """
     import dataclasses
 
-    import yaml
-
     import zoo
     from zoo import data, distributed, recipe, rundir
     from zoo.registry import resolve
@@ -650,7 +647,7 @@ def _launch(values: dict, resume, out, hub_args: dict, quiet: bool, as_json: boo
         run_dir = Path(out) if out else default_out(config)
         with rundir.RunLock(run_dir):
             rundir.refuse_existing_run(run_dir)
-            rundir.atomic_write_text(run_dir / rundir.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+            rundir.RunDir(run_dir).write_run_config(dataclasses.asdict(config))
         overrides = []
     args = ["finetune", "--resume", str(run_dir), *overrides]
     if hub_args:

@@ -607,9 +607,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _write_run_config(self) -> None:
-        import yaml
-
-        rundir.atomic_write_text(self.run_dir / rundir.RUN_CONFIG, yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=False))
+        rundir.RunDir(self.run_dir).write_run_config(dataclasses.asdict(self.config))
 
     def _finish(self) -> Result:
         from zoo import cards
@@ -623,12 +621,11 @@ class Trainer:
         if not self.dist.main:
             return Result(self.run_dir, metrics, self.history)
         state = rundir.read_best(self.run_dir) if self.best is not None else freeze.export_state(self.policy, self._eval_model())
-        rundir.save_weights(self.run_dir / "model.safetensors", state)
+        rundir.save_weights(self.run_dir / rundir.WEIGHTS, state)
         cards.write_config(self)
-        plots = rundir.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes,
-                          best_epoch=self.best["epoch"] if self.best is not None else None, split=self.eval_split,
-                          top1=metrics.get("top1"))
-        cards.write_model_card(self, metrics, plots)
+        rundir.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes,
+                    best_epoch=self.best["epoch"] if self.best is not None else None, split=self.eval_split, top1=metrics.get("top1"))
+        cards.write_model_card(self, metrics)
         return Result(self.run_dir, metrics, self.history)
 
 
