@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from zoo.errors import UsageError, ZooError
+from zoo.model_config import check_model_args, labels_of
 from zoo.registry import BackboneSpec
-from zoo.rundir import RunDir, check_model_args, labels_of
+from zoo.rundir import RunDir
 
 
 class WithHead(nn.Module):

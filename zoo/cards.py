@@ -14,7 +14,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from zoo.rundir import PRETRAINED_CFG_DATA, RunDir
+from zoo.model_config import PRETRAINED_CFG_DATA
+from zoo.rundir import RunDir
 
 MARKER = "<!-- zoo-card sha256:{} -->"
 _MARKER = re.compile(r"\n<!-- zoo-card sha256:([0-9a-f]{64}) -->\n?\Z")

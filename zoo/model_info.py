@@ -13,8 +13,9 @@ def backbone_info(name: str) -> dict:
     import torch
     from timm.models import get_pretrained_cfg
 
+    from zoo.model_config import labels_of
     from zoo.registry import ready_offline, resolve
-    from zoo.rundir import RunDir, labels_of
+    from zoo.rundir import RunDir
 
     spec = resolve(name)
     model_args: dict = {}
