@@ -117,9 +117,7 @@ def timm_config(model, classes: list[str], data_cfg: dict) -> dict:
     if isinstance(pool, str) and pool:
         config["global_pool"] = pool
     config["label_names"] = list(classes)
-    args = {k: v for k, v in getattr(net, "zoo_model_args", {}).items() if k != "num_classes"}
-    if args:
-        config["model_args"] = args
+    config["model_args"] = {k: v for k, v in getattr(net, "zoo_model_args", {}).items() if k != "num_classes"}
     config["pretrained_cfg"] = pretrained
     return config
 
