@@ -497,9 +497,10 @@ def case_negative_patience(tmp, good_run):
 
 # -- the checks ------------------------------------------------------------------------------------
 def documented() -> dict[str, str]:
-    """case name -> message, from the table rows ``| `case` | input | `message` |`` of the docs."""
+    """case name -> message, from the table rows ``| `case` | input | `message` |`` of the docs' catalogue
+    (the sections below it, such as the damaged config.json's, belong to other test files)."""
     rows = {}
-    for line in DOC.read_text(encoding="utf-8").splitlines():
+    for line in DOC.read_text(encoding="utf-8").split("\n### ")[0].splitlines():
         m = re.match(r"\|\s*`([a-z0-9-]+)`\s*\|.*\|\s*`(.+)`\s*\|\s*$", line)
         if m:
             rows[m.group(1)] = m.group(2)
