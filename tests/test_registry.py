@@ -179,3 +179,21 @@ def test_list_marks_what_runs_offline(run, tmp_path, monkeypatch):
     assert "offline yes: the weights are on this machine" in " ".join(text.split())
     refused = run("list", "heads", "--offline")
     assert refused.exit_code == 2 and "use 'zoo list backbones --offline'" in refused.stderr
+
+
+def test_a_plugin_added_in_process_reaches_a_registry_built_before():
+    """zoo.plugins never calls into zoo.registry: the registry sees that the plugin set changed and builds itself again."""
+    from zoo import hookimpl
+    from zoo.plugins import get_plugins
+
+    class Added:
+        @hookimpl
+        def zoo_register_backbones(self, register):
+            register("added-net", "timm:test_resnet", description="added in-process")
+
+    before = get_registry()
+    assert "added-net" not in before.specs
+    get_plugins().add(Added(), "added")
+    assert resolve("added-net").source == "timm:test_resnet"
+    after = get_registry()
+    assert after is not before and get_registry() is after  # built again once, then kept until the set changes
