@@ -21,6 +21,7 @@ test: $(STAMP)
 # ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

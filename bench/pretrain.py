@@ -45,7 +45,7 @@ def export(run: Path, minutes: float) -> None:
     """Copy the run's model into models/ as fp16 safetensors with its own model card."""
     from safetensors.torch import save_file
 
-    from zoo.runs import LAST, load_checkpoint
+    from zoo.rundir import LAST, load_checkpoint
 
     TARGET.mkdir(parents=True, exist_ok=True)
     # The final weights, not the best epoch's: the test split must not pick the model it then scores.

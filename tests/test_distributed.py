@@ -24,7 +24,7 @@ def zoo(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
 
 
 def weights(run_dir: Path) -> dict:
-    from zoo.runs import LAST, load_checkpoint
+    from zoo.rundir import LAST, load_checkpoint
 
     return load_checkpoint(run_dir / LAST)["model"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.runs import BEST, LAST, METRICS, RUN_CONFIG
+from zoo.rundir import BEST, LAST, METRICS, RUN_CONFIG
 
 ARGS = ["test_resnet", "--data", "digits", "--shots", "20", "--no-pretrained", "--img-size", "32", "--epochs", "4",
         "--batch-size", "16", "--aug", "default", "--ema-decay", "0.9", "--save-every", "3", "--seed", "5", "--quiet"]

@@ -375,7 +375,7 @@ def test_damaged_weights_and_configs_are_refused(tmp_path, run):
     mismatched = tmp_path / "mismatched"
     shutil.copytree(src, mismatched)
     cfg = json.loads((mismatched / "config.json").read_text())
-    cfg["num_classes"] = 7
+    cfg["num_classes"], cfg["label_names"] = 7, [f"c{i}" for i in range(7)]  # consistent, but not the weights' shape
     (mismatched / "config.json").write_text(json.dumps(cfg))
     result = run("predict", mismatched, img)
     assert result.exit_code == 1 and "do not match its config.json" in result.stderr
@@ -397,7 +397,7 @@ def test_resume_refuses_different_data(tmp_path):
 
 
 def test_output_folder_is_never_shared(tmp_path):
-    from zoo.runs import RunLock
+    from zoo.rundir import RunLock
 
     zoo.finetune(data="synthetic", out=tmp_path / "r", **FAST)
     with pytest.raises(UsageError, match="already holds a run"):

@@ -187,3 +187,91 @@ def test_every_setting_with_a_flag_is_an_option_of_finetune_and_in_the_table():
             continue
         assert options[name].help == s.help and config.flag_of(name) in options[name].opts, name
         assert f"`{config.option_label(name)}`" in table.replace("\\|", "|"), name
+
+
+# -- the layers -----------------------------------------------------------------------------------
+def import_graph(folder: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, counting every import (top level or inside a function).
+    Imports of the package itself (its public face, which re-exports) are not design edges."""
+    import ast
+
+    modules = {}
+    for path in folder.rglob("*.py"):
+        parts = (package, *path.relative_to(folder).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name: str) -> str | None:  # "zoo.rundir.RunDir" -> "zoo.rundir"
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        base = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        graph[module] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                parts = base.split(".")[: len(base.split(".")) - node.level + 1] if node.level else []
+                source = ".".join([*parts, *([node.module] if node.module else [])])
+                names = [source, *(f"{source}.{a.name}" for a in node.names)]
+            else:
+                continue
+            graph[module] |= {m for m in map(owner, names) if m and m not in (module, package)}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_zoo_has_no_import_cycle():
+    assert import_cycles(import_graph(ROOT / "zoo", "zoo")) == []
+
+
+def test_the_cycle_check_sees_an_import_inside_a_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from pkg.a import f\n")  # the package face: not a design edge
+    (pkg / "a.py").write_text("def f():\n    from pkg.sub import b\n    return b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("from ..c import C\n")
+    (pkg / "c.py").write_text("import pkg\nclass C:\n    def m(self):\n        from pkg import a\n")
+    (pkg / "d.py").write_text("from pkg import c\n")  # imports into the cycle, is not part of it
+    assert import_cycles(import_graph(pkg, "pkg")) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_every_zoo_module_is_in_a_layer_of_the_contract():
+    """The import-linter contract (make lint) checks only the modules its layers name: a new module must join one."""
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"][0]
+    named = {m.strip() for layer in contract["layers"] for m in layer.split("|")}
+    modules = import_graph(ROOT / "zoo", "zoo")
+    outside = sorted(m for m in modules if m != "zoo" and not any(m == n or m.startswith(n + ".") for n in named))
+    assert not outside, f"not in any layer of [tool.importlinter]: {outside}"

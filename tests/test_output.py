@@ -109,7 +109,7 @@ def test_plot_figures(tmp_path):
     """Whole-number epoch ticks, the best epoch marked, counts that contrast with their cells, names kept literal."""
     import numpy as np
 
-    from zoo.runs import figures, plot
+    from zoo.rundir import figures, plot
 
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_top1": e / 10, "val_top1": e / 12} for e in (1, 2, 3)]
     confusion = np.array([[40, 0, 1], [2, 30, 0], [0, 5, 20]])

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image_folder
 
-from zoo.runs import holds_run
+from zoo.rundir import holds_run
 
 pytestmark = pytest.mark.slow
 

@@ -260,3 +260,21 @@ def test_yaml_aliases_within_bounds_still_work(tmp_path, monkeypatch):
                      encoding="utf-8-sig")
     specs = load_registry_file(extra)
     assert specs["a"].meta["tags"] == specs["b"].meta["tags"] == ["small", "fast"]
+
+
+def test_a_plugin_added_in_process_reaches_a_registry_built_before():
+    """zoo.plugins never calls into zoo.registry: the registry sees that the plugin set changed and builds itself again."""
+    from zoo import hookimpl
+    from zoo.plugins import get_plugins
+
+    class Added:
+        @hookimpl
+        def zoo_register_backbones(self, register):
+            register("added-net", "timm:test_resnet", description="added in-process")
+
+    before = get_registry()
+    assert "added-net" not in before.specs
+    get_plugins().add(Added(), "added")
+    assert resolve("added-net").source == "timm:test_resnet"
+    after = get_registry()
+    assert after is not before and get_registry() is after  # built again once, then kept until the set changes

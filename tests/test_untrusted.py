@@ -201,3 +201,103 @@ def test_error_lines_show_names_from_files_escaped(evil_run, tmp_path):
     proc = zoo("predict", model, evil_run["data"] / "ok\u202e" / "0.png")
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, describe(proc)
     assert "evil\\x1b]0;title\\x07\\x1b[2J" in proc.stderr and not any(c in proc.stderr for c in RAW)
+
+
+# -- a damaged or hostile config.json fails in one place, in one line naming the file and the field ---
+def _set(*path):
+    """A change to config.json: set the value at the key path (the last item is the value)."""
+    *keys, value = path
+
+    def change(cfg):
+        for key in keys[:-1]:
+            cfg = cfg[key]
+        cfg[keys[-1]] = value
+    return change
+
+
+BAD_CONFIGS = {  # case: (change, the field the error names)
+    "crop-pct-zero": (_set("pretrained_cfg", "crop_pct", 0), "pretrained_cfg.crop_pct"),
+    "crop-pct-above-one": (_set("pretrained_cfg", "crop_pct", 1.5), "pretrained_cfg.crop_pct"),
+    "crop-pct-not-a-number": (_set("pretrained_cfg", "crop_pct", "0.9"), "pretrained_cfg.crop_pct"),
+    "mean-two-values": (_set("pretrained_cfg", "mean", [0.5, 0.5]), "pretrained_cfg.mean"),
+    "mean-not-numbers": (_set("pretrained_cfg", "mean", ["a", "b", "c"]), "pretrained_cfg.mean"),
+    "std-zero": (_set("pretrained_cfg", "std", [0, 0.5, 0.5]), "pretrained_cfg.std"),
+    "std-not-a-list": (_set("pretrained_cfg", "std", 0.5), "pretrained_cfg.std"),
+    "num-classes-negative": (_set("num_classes", -1), "num_classes"),
+    "num-classes-a-string": (_set("num_classes", "4"), "num_classes"),
+    "num-classes-absurd": (_set("num_classes", 10**12), "num_classes"),
+    "num-classes-a-boolean": (_set("pretrained_cfg", "num_classes", True), "pretrained_cfg.num_classes"),
+    "input-size-zero": (_set("pretrained_cfg", "input_size", [3, 0, 0]), "pretrained_cfg.input_size"),
+    "input-size-huge": (_set("pretrained_cfg", "input_size", [3, 100000, 100000]), "pretrained_cfg.input_size"),
+    "input-size-not-a-list": (_set("pretrained_cfg", "input_size", 224), "pretrained_cfg.input_size"),
+    "input-size-four-channels": (_set("pretrained_cfg", "input_size", [4, 32, 32]), "pretrained_cfg.input_size"),
+    "interpolation-not-a-name": (_set("pretrained_cfg", "interpolation", ["bicubic"]), "pretrained_cfg.interpolation"),
+    "label-names-a-string": (_set("label_names", "cat"), "label_names"),
+    "label-names-not-strings": (_set("label_names", [1, 2, 3, 4, 5, 6, 7]), "label_names"),
+    "label-names-too-few": (_set("label_names", ["a", "b"]), "label_names"),
+    "architecture-a-number": (_set("architecture", 5), "architecture"),
+    "pretrained-cfg-a-list": (_set("pretrained_cfg", [1]), "pretrained_cfg"),
+    "zoo-section-a-string": (_set("zoo", "x"), "zoo"),
+    "zoo-head-a-string": (_set("zoo", "head", "linear"), "zoo.head"),
+    "zoo-head-options-a-list": (_set("zoo", "head", {"name": "linear", "options": [1]}), "zoo.head.options"),
+    "zoo-plugins-a-mapping": (_set("zoo", "plugins", {"name": "zoo-x"}), "zoo.plugins"),
+}
+BAD_FILES = {  # case: (the bytes of config.json, what the error says)
+    "nested-100000-deep": (b"[" * 100_000 + b"]" * 100_000, "is nested too deeply"),
+    "not-utf-8": ('{"architecture": "caf\u00e9"}'.encode("latin-1"), "is not UTF-8 text"),
+    "not-json": (b'{"architecture": ', "is not valid JSON"),
+    "not-a-mapping": (b"[1, 2]", "is not a timm model config"),
+}
+
+
+def documented_configs() -> dict[str, str]:
+    """case name -> message, from the damaged config.json table of docs/bad-inputs.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
+    section = text.split("### A damaged or hostile `config.json`")[1].split("\n#")[0]
+    return dict(re.findall(r"^\|\s*`([a-z0-9-]+)`\s*\|.*\|\s*`(.+)`\s*\|\s*$", section, re.M))
+
+
+def test_every_damaged_config_case_is_documented():
+    assert sorted(documented_configs()) == sorted([*BAD_CONFIGS, *BAD_FILES])
+
+
+@pytest.fixture
+def damaged(evil_run, tmp_path):
+    """A copy of a real run (no checkpoints) whose config.json the test damages."""
+    model = tmp_path / "model"
+    shutil.copytree(evil_run["run"], model, ignore=shutil.ignore_patterns(".lock", "checkpoints"))
+    return model
+
+
+def _one_line(result, case: str, run: Path):
+    """Exit 1, nothing on stdout, and on stderr the one line docs/bad-inputs.md shows for the case."""
+    assert result.exit_code == 1 and result.stdout == "", (result.exit_code, result.stdout, result.stderr)
+    assert result.stderr == f"Error: {documented_configs()[case].replace('<run>', str(run))}\n"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_a_damaged_config_value_is_one_line_naming_the_field(case, damaged, evil_run, run):
+    change, field = BAD_CONFIGS[case]
+    cfg = json.loads((damaged / "config.json").read_text())
+    change(cfg)
+    (damaged / "config.json").write_text(json.dumps(cfg))
+    image = evil_run["data"] / "ok\u202e" / "0.png"
+    for result in (run("predict", damaged, image), run("info", damaged)):
+        _one_line(result, case, damaged)
+        assert f"{damaged / 'config.json'}: '{field}' " in result.stderr
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_config_json_that_is_not_a_config_is_one_line(case, damaged, evil_run, run):
+    raw, says = BAD_FILES[case]
+    (damaged / "config.json").write_bytes(raw)
+    for result in (run("predict", damaged, evil_run["data"] / "ok\u202e" / "0.png"), run("info", damaged)):
+        _one_line(result, case, damaged)
+        assert f"{damaged / 'config.json'} {says}" in result.stderr
+
+
+def test_a_deeply_nested_config_fails_in_one_line_in_a_real_process(damaged, evil_run):
+    (damaged / "config.json").write_bytes(b'{"zoo": ' * 100_000 + b"1" + b"}" * 100_000)
+    proc = zoo("predict", damaged, evil_run["data"] / "ok\u202e" / "0.png")
+    assert proc.returncode == 1 and proc.stdout == "", describe(proc)
+    assert proc.stderr == f"Error: {damaged / 'config.json'} is nested too deeply to be a model config\n", describe(proc)

@@ -57,7 +57,7 @@ def list_backbones(pattern: str | None = None, *, all: bool = False) -> list[dic
 
 def info(name: str) -> dict:
     """Source, parameters, input size, normalization, feature dimension, license; no weights downloaded."""
-    from zoo.describe import backbone_info
+    from zoo.model_info import backbone_info
 
     return backbone_info(name)
 
@@ -81,7 +81,7 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
     """
     from zoo import config as settings
     from zoo import distributed
-    from zoo.runs import RUN_CONFIG
+    from zoo.rundir import RUN_CONFIG
 
     settings.check("hub_strategy", hub_strategy)
     settings.check("private", private)
@@ -96,7 +96,7 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
 
     on_best = None
     if push_to_hub:
-        from zoo import hub
+        from zoo import hub, publish
 
         repo_id = hub.parse_repo_id(push_to_hub)
         if hub_strategy == "best":
@@ -104,7 +104,7 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
                 from zoo.plugins import warn
 
                 try:
-                    hub.push_best(trainer, repo_id, private=private)
+                    publish.push_best(trainer, repo_id, private=private)
                 except ZooError as exc:
                     warn(f"{exc} (training goes on; the end of the run pushes again)")
 
@@ -121,13 +121,13 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
 
 def _config_from_run(run_dir: Path, overrides: dict) -> Any:
     """The config of the run in ``run_dir``, with what ``--resume`` may change changed (zoo.config says what)."""
-    from zoo import config as settings
-    from zoo.runs import RUN_CONFIG
+    from zoo.config import FinetuneConfig
+    from zoo.rundir import RunDir
 
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        raise UsageError(f"{run_dir} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
-    return settings.FinetuneConfig.from_dict(settings.load_file(path)).resumed(overrides)
+    run = RunDir(run_dir)
+    if not run.run_config_path.is_file():
+        raise UsageError(f"{run_dir} is not a zoo run directory (no {run.RUN_CONFIG}); nothing to resume")
+    return FinetuneConfig.from_dict(run.read_run_config()).resumed(overrides)
 
 
 def load(model: str | Path) -> tuple[Any, Any, list[str]]:
@@ -168,7 +168,7 @@ def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: 
 
     Returns a dict: ``repo_url``, ``commit`` (None when nothing changed), ``files``, ``notes``, ...
     """
-    from zoo.hub import push as _push
+    from zoo.publish import push as _push
 
     return _push(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
                  with_checkpoints=with_checkpoints, overwrite_card=overwrite_card, dry_run=dry_run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import torch
 from torch import nn
 
 from zoo.errors import UsageError, ZooError
+from zoo.model_config import check_model_args, labels_of
 from zoo.registry import BackboneSpec
+from zoo.rundir import RunDir
 
 
 class WithHead(nn.Module):
@@ -63,7 +64,7 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
     ``scratch_hint``: when the weights cannot be had, suggest ``--no-pretrained`` (a command that has it).
 
     A model folder or Hub repo is read by zoo, never by timm: its config.json is checked
-    (:func:`model_config`) and its weights come only from model.safetensors (:func:`read_weights`).
+    (:meth:`RunDir.read_config`) and its weights come only from model.safetensors (:meth:`RunDir.read_weights`).
     A saved model's classifier (timm's own, or a plugin head when ``head`` and ``head_opts`` are the ones it
     was trained with) is kept only when ``classes`` are the ones it was trained on.
     """
@@ -82,19 +83,20 @@ def create(spec: BackboneSpec, *, num_classes: int, head: str = "linear", head_o
                 model = timm.create_model(spec.target, pretrained=pretrained, num_classes=num_classes, **(model_args or {}))
         except Exception as exc:
             raise _build_error(spec, pretrained, exc, scratch_hint) from None
+        model.zoo_model_args = dict(model_args or {})
         return build("heads", head, model, num_classes, **(head_opts or {}))
-    folder = _folder(spec, weights=pretrained)
-    cfg = read_config(folder)
+    folder = RunDir(_folder(spec, weights=pretrained))
+    cfg = folder.read_config()
     saved_head = (cfg.get("zoo") or {}).get("head") or {"name": "linear", "options": {}}
     same_classes = classes is None or cfg.get("label_names") == list(classes)
     if pretrained and saved_head["name"] != "linear":  # a zoo run with a plugin head
-        loaded = load_folder(folder).model
+        loaded = load_folder(folder.path).model
         if (saved_head["name"], saved_head.get("options") or {}) == (head, head_opts or {}) and same_classes \
                 and int(cfg.get("num_classes") or 0) == num_classes:
             return loaded  # the same head for the same classes: keep it, trained weights and all
         model = timm_model(loaded)  # another head or other classes: keep the backbone, build a new head
     else:
-        state = read_weights(folder / "model.safetensors") if pretrained else None
+        state = folder.read_weights() if pretrained else None
         try:
             model = _create_from_config(folder, cfg, num_classes=num_classes, state=state, model_args=model_args)
         except ZooError:
@@ -117,9 +119,12 @@ def _folder(spec: BackboneSpec, *, weights: bool) -> Path:
             raise ZooError(f"{named} {spec.target}, which does not exist")
         return Path(spec.target)
     from zoo import hub
+    from zoo.registry import ready_offline
 
     repo = spec.source.removeprefix("hf-hub:")
-    return hub.download_model(repo, backbone=True) if weights else hub.download_file(repo, "config.json", backbone=True).parent
+    if weights:
+        return hub.download_files(repo, (RunDir.CONFIG, RunDir.WEIGHTS), alternatives=ready_offline)
+    return hub.download_file(repo, RunDir.CONFIG, alternatives=ready_offline).parent
 
 
 def model_folder(spec: BackboneSpec) -> Path:
@@ -131,8 +136,8 @@ def model_folder(spec: BackboneSpec) -> Path:
     except Exception as exc:
         raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') could not provide its weights: "
                        f"{type(exc).__name__}: {exc}") from None
-    if not (folder / "config.json").is_file():
-        raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') gave {folder}, which is not a model folder (no config.json)")
+    if not RunDir(folder).config_path.is_file():
+        raise ZooError(f"backbone '{spec.name}' (plugin '{spec.origin}') gave {folder}, which is not a model folder (no {RunDir.CONFIG})")
     return folder
 
 
@@ -140,6 +145,7 @@ def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception, scratch_h
     from huggingface_hub import constants
 
     from zoo import hub
+    from zoo.registry import ready_offline
 
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if spec.kind == "local-dir":
@@ -147,7 +153,7 @@ def _build_error(spec: BackboneSpec, pretrained: bool, exc: Exception, scratch_h
     scratch = ", or train from random weights with --no-pretrained" if scratch_hint else ""
     subject = f"cannot get pretrained weights for '{spec.name}' ({spec.source})"
     if pretrained and (constants.HF_HUB_OFFLINE or hub.unreachable()) and not isinstance(exc, TypeError):
-        return ZooError(hub.not_cached(subject, backbone=True, also=scratch))
+        return ZooError(hub.not_cached(subject, alternatives=ready_offline, also=scratch))
     if pretrained and any(w in text.lower() for w in ("connect", "offline", "resolve", "network", "hub", "not found", "cannot find")):
         return ZooError(f"{subject}: {text.rstrip('.')}; check the network or HF_ENDPOINT, fill the cache{scratch}")
     return ZooError(f"cannot build '{spec.name}' ({spec.source}): {text}")
@@ -163,92 +169,7 @@ class Loaded:
     std: tuple
 
 
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{folder} is not a model folder: it has no config.json") from None
-    except ValueError as exc:
-        raise ZooError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(cfg, dict) or "architecture" not in cfg or "pretrained_cfg" not in cfg:
-        raise ZooError(f"{path} is not a timm model config (needs 'architecture' and 'pretrained_cfg')")
-    return cfg
-
-
-# -- what zoo takes from a model's config.json ---------------------------------------------------
-# config.json comes with a downloaded model: it is data, never an instruction to open something.
-# timm's create_model and build_model_with_cfg take arguments that load weights (checkpoint_path,
-# pretrained_cfg{,_overlay} with file / url / hf_hub_id / state_dict, pretrained_strict, feature_cfg,
-# cache_dir, ...), so those names are refused, read from timm's own signatures so a new timm stays
-# covered. Beyond that the check is an allow-list by value, not a list of bad keys: a path or a URL
-# is a string (or a mapping holding one), so an architecture argument passes only as a number, a
-# boolean, null or a list of numbers, and as a string only for the keys below, which name a layer
-# type that timm looks up in its own tables. Of pretrained_cfg only the data keys (sizes, mean/std,
-# labels, ...) reach timm; any other key is refused unless null or false (timm's exports write
-# "custom_load": false, older ones "hf_hub_id": null). Refused, not dropped: a model built without
-# an argument its weights need would be silently wrong. The message names the file and the key.
-LAYER_NAME_ARGS = ("global_pool", "act_layer", "norm_layer", "attn_layer", "se_layer", "pos_embed", "stem_type",
-                   "block_type", "conv_mode", "pool_type", "output_fmt")
-PRETRAINED_CFG_DATA = ("architecture", "tag", "input_size", "test_input_size", "min_input_size", "fixed_input_size",
-                       "interpolation", "crop_pct", "test_crop_pct", "crop_mode", "mean", "std", "num_classes",
-                       "label_offset", "label_names", "label_descriptions", "pool_size", "test_pool_size", "first_conv",
-                       "classifier", "license", "description", "origin_url", "paper_name", "paper_ids", "notes")
-
-
-def _loader_params() -> set[str]:
-    import inspect
-
-    import timm
-    from timm.models import build_model_with_cfg
-
-    names = set(inspect.signature(timm.create_model).parameters) | set(inspect.signature(build_model_with_cfg).parameters)
-    return names - {"model_name", "model_cls", "variant", "kwargs"}
-
-
-def _plain(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(v, (bool, int, float)) for v in value)
-    return value is None or isinstance(value, (bool, int, float))
-
-
-def check_model_args(args: dict, where: str, prefix: str = "", error: type[ZooError] = ZooError) -> dict:
-    """``args`` when every key is safe to pass to ``timm.create_model``; else a one-line ``error``."""
-    if not isinstance(args, dict):
-        raise error(f"{where}: '{prefix.rstrip('.') or 'model_args'}' must be a mapping of timm arguments")
-    loaders = _loader_params()
-    for key, value in args.items():
-        if key in loaders and value is not None:  # null says "none": timm's own exports write a few
-            why = "an argument of timm's weight loading; zoo reads weights only from model.safetensors"
-        elif not (_plain(value) or (key in LAYER_NAME_ARGS and isinstance(value, str))):
-            why = f"a {type(value).__name__}, and zoo passes timm strings only for layer names such as global_pool or act_layer"
-        else:
-            continue
-        raise error(f"{where}: '{prefix}{key}' is not allowed ({why}): remove it")
-    return args
-
-
-def model_config(folder: Path, cfg: dict | None = None) -> tuple[str, dict, dict]:
-    """(architecture, model_args, pretrained_cfg) of a model folder's config.json, checked as described above."""
-    cfg = read_config(folder) if cfg is None else cfg
-    where = folder / "config.json"
-    args = {k: v for k, v in check_model_args(cfg.get("model_args") or {}, str(where), "model_args.").items() if k != "num_classes"}
-    pcfg = cfg["pretrained_cfg"]
-    if not isinstance(pcfg, dict):
-        raise ZooError(f"{where}: 'pretrained_cfg' must be a mapping")
-    for key, value in pcfg.items():
-        if key not in PRETRAINED_CFG_DATA and value not in (None, False):  # null / false: no source, no custom loader
-            why = ("it tells timm where or how to load weights; zoo reads weights only from model.safetensors"
-                   if key in ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename",
-                                                                          "source", "custom_load")
-                   else "not a data setting zoo knows")
-            raise ZooError(f"{where}: 'pretrained_cfg.{key}' is not allowed ({why}): remove it")
-    if not isinstance(cfg["architecture"], str):
-        raise ZooError(f"{where}: 'architecture' must be a timm model name")
-    return cfg["architecture"], args, {k: v for k, v in pcfg.items() if k in PRETRAINED_CFG_DATA}
-
-
-def _create_from_config(folder: Path, cfg: dict, *, num_classes: int, state: dict | None = None,
+def _create_from_config(folder: RunDir, cfg: dict, *, num_classes: int, state: dict | None = None,
                         model_args: dict | None = None) -> nn.Module:
     """The timm model a config.json describes; with ``state`` (read by zoo from safetensors) loaded through
     timm's pretrained path, which adapts it (a new classifier for another class count, input channels)
@@ -256,7 +177,7 @@ def _create_from_config(folder: Path, cfg: dict, *, num_classes: int, state: dic
     import timm
     from timm.models import get_pretrained_cfg
 
-    arch, args, pcfg = model_config(folder, cfg)
+    arch, args, pcfg = folder.timm_config(cfg)
     pcfg.setdefault("num_classes", cfg.get("num_classes") or num_classes)
     default = get_pretrained_cfg(arch) if timm.is_model(arch) else None
     for key in ("classifier", "first_conv"):  # where the classifier is, for a folder that does not say
@@ -264,23 +185,11 @@ def _create_from_config(folder: Path, cfg: dict, *, num_classes: int, state: dic
             pcfg[key] = getattr(default, key)
     if state is not None:
         pcfg["state_dict"] = state
-    model = timm.create_model(arch, pretrained=state is not None, pretrained_cfg=pcfg, num_classes=num_classes,
-                              **{**args, **(model_args or {})})
+    args = {**args, **(model_args or {})}
+    model = timm.create_model(arch, pretrained=state is not None, pretrained_cfg=pcfg, num_classes=num_classes, **args)
     model.pretrained_cfg.pop("state_dict", None)  # the loaded weights are in the model; do not keep a second copy
+    model.zoo_model_args = args  # what config.json records to build it again (zoo.cards)
     return model
-
-
-def read_weights(path: Path) -> dict:
-    """A safetensors state dict. Never unpickles: a pickle offered as weights is refused."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise ZooError(f"{path.parent} has no model.safetensors (zoo reads weights only as safetensors)")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ZooError(f"{path} is damaged or not a safetensors file ({str(exc).splitlines()[0]}); re-download or re-export it") from None
 
 
 def load_folder(folder: Path) -> Loaded:
@@ -288,31 +197,33 @@ def load_folder(folder: Path) -> Loaded:
     from zoo.data import Preprocess
     from zoo.plugins import build_entry, recorded_provider
 
-    cfg = read_config(folder)
+    run = RunDir(folder)
+    cfg = run.read_config()
     zoo_meta = cfg.get("zoo") or {}
-    head = zoo_meta.get("head") or {"name": "linear", "options": {}}
-    num_classes = int(cfg.get("num_classes") or cfg["pretrained_cfg"].get("num_classes") or 0)
+    head = zoo_meta.get("head") or {"name": "linear"}
+    pcfg = cfg["pretrained_cfg"]
+    num_classes = cfg.get("num_classes") or pcfg.get("num_classes") or 0
+    if not num_classes:
+        raise ZooError(f"{run.config_path}: 'num_classes' is 0 or missing: this model has no classifier "
+                       f"(fine-tune it as a backbone to get one)")
     entry = recorded_provider("heads", head["name"], zoo_meta.get("plugins") or [], str(folder))
     try:
-        model = _create_from_config(folder, cfg, num_classes=num_classes)
+        model = _create_from_config(run, cfg, num_classes=num_classes)
     except ZooError:
         raise
     except Exception as exc:
-        raise ZooError(f"{folder}/config.json names a model timm cannot build: {exc}") from None
-    model = build_entry("heads", entry, model, num_classes, **head.get("options", {}))
-    state = read_weights(folder / "model.safetensors")
+        raise ZooError(f"{run.config_path} names a model timm cannot build: {exc}") from None
+    model = build_entry("heads", entry, model, num_classes, **(head.get("options") or {}))
+    state = run.read_weights()
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:200]
-        raise ZooError(f"the weights in {folder} do not match its config.json ({cfg['architecture']}): {first.strip()}") from None
+        raise ZooError(f"the weights in {folder} do not match its {RunDir.CONFIG} ({cfg['architecture']}): {first.strip()}") from None
     model.eval()
-    pcfg = cfg["pretrained_cfg"]
-    labels = cfg.get("label_names") or pcfg.get("label_names") or [str(i) for i in range(num_classes)]
-    if isinstance(labels, dict):
-        labels = [labels[k] for k in sorted(labels, key=int)]
+    labels = labels_of(cfg) or [str(i) for i in range(num_classes)]
     pre = Preprocess(int(pcfg.get("input_size", (3, 224, 224))[-1]), float(pcfg.get("crop_pct", 0.875)), pcfg.get("interpolation", "bicubic"))
-    return Loaded(model, cfg, list(labels), pre, tuple(pcfg.get("mean", (0.485, 0.456, 0.406))), tuple(pcfg.get("std", (0.229, 0.224, 0.225))))
+    return Loaded(model, cfg, labels, pre, tuple(pcfg.get("mean", (0.485, 0.456, 0.406))), tuple(pcfg.get("std", (0.229, 0.224, 0.225))))
 
 
 def load(ref: str | Path) -> Loaded:
@@ -322,7 +233,7 @@ def load(ref: str | Path) -> Loaded:
     if ref.startswith("hf-hub:"):
         from zoo import hub
 
-        return load_folder(hub.download_model(ref.removeprefix("hf-hub:")))
+        return load_folder(hub.download_files(ref.removeprefix("hf-hub:"), (RunDir.CONFIG, RunDir.WEIGHTS)))
     folder = Path(ref.removeprefix("local-dir:")).expanduser()
     if not folder.is_dir():
         from zoo.registry import get_registry

@@ -9,17 +9,17 @@ marker is missing or does not match was edited by hand, and zoo does not overwri
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import re
 from importlib import metadata
 from pathlib import Path
 
-from zoo import runs
-from zoo.errors import ZooError
+from zoo.model_config import PRETRAINED_CFG_DATA
+from zoo.rundir import RunDir
 
 MARKER = "<!-- zoo-card sha256:{} -->"
 _MARKER = re.compile(r"\n<!-- zoo-card sha256:([0-9a-f]{64}) -->\n?\Z")
+TEMPLATE = Path(__file__).with_name("model_card.md")  # a Jinja template (huggingface_hub's ModelCard.from_template)
 CARD_METRICS = ("top1", "top5", "loss", "epoch", "eval_split", "images", "train_loss", "train_top1", "per_class")
 
 
@@ -77,13 +77,7 @@ def _last_part(path: str) -> str:
 
 def config_dict(trainer, metrics: dict | None = None) -> dict:
     """What config.json holds: timm's keys plus the "zoo" section (and the card's metrics, when given)."""
-    import tempfile
-
-    from timm.models._hub import save_config_for_hf
-
-    from zoo.backbones import WithHead, timm_model
-
-    cfg, model = trainer.config, trainer.model
+    cfg = trainer.config
     zoo_section = {
         "head": {"name": cfg.head, "options": cfg.head_opts},
         "freeze": {"name": cfg.freeze, "options": cfg.freeze_opts},
@@ -97,23 +91,39 @@ def config_dict(trainer, metrics: dict | None = None) -> dict:
         "plugins": plugins_used(trainer),
         "versions": versions(),
     }
-    with tempfile.TemporaryDirectory(prefix="zoo-config-") as tmp:
-        path = Path(tmp) / "config.json"
-        save_config_for_hf(timm_model(model), str(path),
-                           model_config={"label_names": trainer.classes} if not isinstance(model, WithHead) else {},
-                           data_config=dict(trainer.data_cfg))
-        written = json.loads(path.read_text())
-    written["num_classes"] = len(trainer.classes)
-    written["label_names"] = trainer.classes
-    written["pretrained_cfg"]["num_classes"] = len(trainer.classes)
-    written["zoo"] = zoo_section
     if metrics is not None:
         zoo_section["metrics"] = card_metrics(metrics)
-    return written
+    return {**timm_config(trainer.model, trainer.classes, trainer.data_cfg), "zoo": zoo_section}
+
+
+# Of a source model's pretrained config: what no longer holds once it is fine-tuned at zoo's input size.
+NOT_INHERITED = ("architecture", "label_names", "label_descriptions", "label_offset", "test_input_size", "test_crop_pct",
+                 "test_pool_size", "pool_size")
+
+
+def timm_config(model, classes: list[str], data_cfg: dict) -> dict:
+    """The keys timm reads from a model folder's config.json (``timm.create_model("hf-hub:...")`` and
+    ``local-dir:`` load it): architecture, class count and names, the arguments the model was built
+    with, and its pretrained config (the source's data settings, replaced by the ones zoo trained at)."""
+    from zoo.backbones import timm_model
+
+    net = timm_model(model)
+    source = net.pretrained_cfg
+    pool = getattr(net, "global_pool", None)
+    pool = pool if isinstance(pool, str) else getattr(pool, "pool_type", None)  # a pooling layer names its type
+    pretrained = {k: v for k, v in source.items() if k in PRETRAINED_CFG_DATA and k not in NOT_INHERITED and v is not None}
+    pretrained.update({k: list(v) if isinstance(v, tuple) else v for k, v in data_cfg.items()}, num_classes=len(classes))
+    config = {"architecture": source["architecture"], "num_classes": len(classes), "num_features": int(net.num_features)}
+    if isinstance(pool, str) and pool:
+        config["global_pool"] = pool
+    config["label_names"] = list(classes)
+    config["model_args"] = {k: v for k, v in getattr(net, "zoo_model_args", {}).items() if k != "num_classes"}
+    config["pretrained_cfg"] = pretrained
+    return config
 
 
 def write_config(trainer) -> None:
-    runs.atomic_write_text(trainer.run_dir / "config.json", json.dumps(config_dict(trainer), indent=2))
+    RunDir(trainer.run_dir).write_config(config_dict(trainer))
 
 
 def card_metrics(metrics: dict) -> dict:
@@ -183,59 +193,24 @@ def render(config: dict, run_config: dict, *, metrics: dict, plots: list[str], t
         ("shots per class", rc.get("shots") or "all")) if v is not None)
     per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in (metrics.get("per_class") or {}).items())
     per_class_table = f"| class | accuracy |\n|---|---|\n{per_class}\n\n" if per_class else ""
-    plugins = "\n".join(f"- {p['name']} {p.get('version') or ''} ({', '.join(p.get('provides', []))})"
-                        for p in z.get("plugins", []) if not p.get("builtin")) or "- none beyond zoo's built-ins"
+    plugins = "\n".join(f"- {p.get('name')} {p.get('version') or ''} ({', '.join(map(str, p.get('provides') or []))})"
+                        for p in z.get("plugins") or [] if isinstance(p, dict) and not p.get("builtin")) or "- none beyond zoo's built-ins"
     vers = "\n".join(f"- {k} {v}" for k, v in (z.get("versions") or {}).items() if v)
     timm_usage = (f'```python\nimport timm\nmodel = timm.create_model("{timm_ref}", pretrained=True).eval()\n```'
                   if head["name"] == "linear" else
                   f"This model uses the zoo head `{head['name']}`, which plain timm does not have: load it with zoo.")
     images = "\n".join(f"![{p}]({p})" for p in plots)
-    shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
-    body = f"""
-# {title}
-
-`{backbone.get('name') or config.get('architecture')}` ({source}) fine-tuned with zoo on **{dataset_name}**
-({len(classes)} classes: {shown}).
-
-## Results ({split})
-
-| metric | value |
-|---|---|
-{rows}
-
-{per_class_table}## Training
-
-Freeze policy `{freeze['name']}`{_opts(freeze.get('options'))}, head `{head['name']}`{_opts(head.get('options'))}.
-
-| hyperparameter | value |
-|---|---|
-{hparams}
-
-Plugins used:
-{plugins}
-
-Framework versions (at training time):
-{vers}
-
-## Usage
-
-{timm_usage}
-
-```python
-import zoo
-model, transform, classes = zoo.load("{ref}")
-```
-
-```bash
-zoo predict {ref} image.jpg
-```
-
-{images}
-"""
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATE), title=title, architecture=backbone.get("name") or config.get("architecture"),
+        source=source, dataset_name=dataset_name, num_classes=len(classes),
+        class_list=", ".join(classes[:20]) + (" ..." if len(classes) > 20 else ""), split=split, results=rows,
+        per_class_table=per_class_table, freeze=freeze["name"], freeze_options=_opts(freeze.get("options")), head=head["name"],
+        head_options=_opts(head.get("options")), hyperparameters=hparams, plugins=plugins, framework_versions=vers,
+        timm_usage=timm_usage, ref=ref, images=images)
     from zoo.redact import redact
 
     # Redacted (a data path or a label could hold a token) before the marker, so the card still counts as generated.
-    text = redact(str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}"))).rstrip("\n") + "\n"
+    text = redact(str(card)).rstrip("\n") + "\n"
     return text + "\n" + MARKER.format(hashlib.sha256(text.encode("utf-8")).hexdigest()) + "\n"
 
 
@@ -245,44 +220,29 @@ def is_generated(text: str) -> bool:
     return bool(m) and hashlib.sha256(text[:m.start()].encode("utf-8")).hexdigest() == m.group(1)
 
 
-def write_model_card(trainer, metrics: dict, plots: list[str], *, repo_id: str | None = None) -> None:
+def write_model_card(trainer, metrics: dict) -> None:
     """Record the card's metrics in config.json, then write README.md from the run directory."""
-    path = trainer.run_dir / "config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
+    run = RunDir(trainer.run_dir)
+    config = run.read_config()
     config.setdefault("zoo", {})["metrics"] = card_metrics(metrics)
-    runs.atomic_write_text(path, json.dumps(config, indent=2))
-    runs.atomic_write_text(trainer.run_dir / "README.md", card_for_run(trainer.run_dir, repo_id=repo_id))
-
-
-def read_run_config(run_dir: Path) -> dict:
-    """The run's settings for its card; a card is written whatever the file holds, so a damaged one reads as none."""
-    from zoo import config as settings
-
-    path = Path(run_dir) / runs.RUN_CONFIG
-    try:
-        return settings.load_file(path) if path.is_file() else {}
-    except ZooError:
-        return {}
-
-
-def plots_of(run_dir: Path) -> list[str]:
-    order = {"loss.png": 0, "accuracy.png": 1, "confusion.png": 2}
-    return sorted((p.name for p in Path(run_dir).glob("*.png") if p.is_file()), key=lambda n: (order.get(n, 3), n))
+    run.write_config(config)
+    run.write_card(card_for_run(run.path))
 
 
 def card_for_run(run_dir: Path, *, repo_id: str | None = None, config: dict | None = None, metrics: dict | None = None,
                  plots: list[str] | None = None) -> str:
     """The card of a run directory: for the Hub repo ``repo_id`` (usage says hf-hub:...), or for the folder itself."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
     if config is None:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    run_config = read_run_config(run_dir)
+        config = run.read_config()
+    run_config = run.read_run_config_or_none()
     if metrics is None:
-        metrics = (config.get("zoo") or {}).get("metrics") or metrics_from_history(runs.read_metrics(run_dir), run_config.get("metric", "top1"))
+        metrics = (config.get("zoo") or {}).get("metrics") or metrics_from_history(run.read_metrics(), run_config.get("metric", "top1"))
     if repo_id:
         title, ref, timm_ref = repo_id, f"hf-hub:{repo_id}", f"hf-hub:{repo_id}"
     else:
         # Relative to the folder that holds the run: an absolute path would tell the world the user's folders.
         title, ref, timm_ref = run_dir.name, f"./{run_dir.name}", f"local-dir:./{run_dir.name}"
-    return render(config, run_config, metrics=metrics, plots=plots_of(run_dir) if plots is None else plots,
+    return render(config, run_config, metrics=metrics, plots=run.plots() if plots is None else plots,
                   title=title, ref=ref, timm_ref=timm_ref)

@@ -14,8 +14,7 @@ import click
 from zoo import __version__
 from zoo import config as settings
 from zoo.errors import UsageError, ZooError, command, shown
-
-KIND_ALIASES = {"backbones": "backbones", "heads": "heads", "freeze": "freeze", "datasets": "datasets"}
+from zoo.plugins import KINDS
 
 
 class ZooGroup(click.Group):
@@ -137,7 +136,7 @@ def cli():
 
 # -- list / info -----------------------------------------------------------------------------
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(list(KIND_ALIASES)))
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
 @click.argument("pattern", required=False)
 @click.option("--all", "all_", is_flag=True, help="Also list every pretrained timm model (imports timm once, then cached).")
 @click.option("--offline", "offline_only", is_flag=True,
@@ -157,7 +156,7 @@ def list_cmd(kind, pattern, all_, offline_only, as_json):
     import zoo
     from zoo.plugins import get_plugins
 
-    kinds = [kind] if kind else list(KIND_ALIASES)
+    kinds = [kind] if kind else list(KINDS)
     if offline_only:
         if kind not in (None, "backbones"):
             raise UsageError("--offline lists backbones: use 'zoo list backbones --offline'")

@@ -525,7 +525,7 @@ def write_entry(path: Path, tensors: dict) -> None:
     """Store a cache entry atomically; one that is too big or cannot be written is not stored (one warning says so)."""
     if sum(t.numel() * t.element_size() for t in tensors.values()) > CACHE_ENTRY_MAX_BYTES:
         return
-    from zoo.runs import save_weights
+    from zoo.rundir import save_weights
 
     try:
         save_weights(path, {k: t.cpu() for k, t in tensors.items()})

@@ -1,46 +1,26 @@
-"""The only module that talks to huggingface_hub: publish runs, download models, one-line errors.
+"""The only module that talks to huggingface_hub: downloads, repos and commits, retries, one-line errors.
 
-A push is one commit made from a temporary folder that holds exactly what is uploaded:
-model.safetensors, config.json, the README.md model card (generated for the repo, so its usage
-says ``hf-hub:ORG/NAME``), run_config.yaml, metrics.jsonl, the PNG plots and, on request, the
-checkpoints. Files the repo already holds unchanged are skipped by huggingface_hub, so pushing
-an unchanged run makes no commit. A card on the Hub that was edited by hand (its zoo marker is
-missing or does not match) is kept unless the caller asks to overwrite it.
-
-Only regular files inside the run directory are staged, and no link is ever followed: a link (to a
-file or a folder), a FIFO or a device file is refused when zoo needs it (model.safetensors,
-config.json, the best checkpoint) and skipped with a warning otherwise. The card is rendered from
-the staged folder, so it too sees only what is uploaded.
-
-Tokens come from HF_TOKEN or the Hub login (huggingface_hub reads them); zoo never writes,
-prints or logs them: errors, warnings, huggingface_hub's log lines and the staged text files
-(card, config, metrics) are redacted (zoo.redact) before anything is cut or written.
+It knows nothing of zoo's files: callers name what to fetch or upload (zoo.rundir owns the names,
+zoo.publish stages a run). Transient failures (the status codes and network errors that
+huggingface_hub's own ``http_backoff`` retries) are retried with backoff; anything else becomes one line
+that says what to do. Tokens come from HF_TOKEN or the Hub login (huggingface_hub reads them); zoo never
+writes, prints or logs them: errors, warnings and huggingface_hub's log lines are redacted (zoo.redact).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shlex
-import shutil
-import stat
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import UsageError, ZooError, command
+from zoo.errors import UsageError, ZooError
 from zoo.redact import redact
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-RUN_FILES = ("model.safetensors", "config.json", "run_config.yaml", "metrics.jsonl")
-NEEDED = ("config.json", "model.safetensors")  # refused when not regular files; anything else is skipped
-TEXT_FILES = ("config.json", "run_config.yaml", "metrics.jsonl", "README.md")  # redacted when staged
-ONLY_REGULAR = "zoo uploads only regular files inside the run directory and follows no link"
-RETRY_WAITS = (1.0, 2.0, 4.0)  # seconds before each retry of a transient failure (5xx, 429, network)
-RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+RETRIES = 3  # of a transient failure, after waits that double from http_backoff's base wait
 
 
 def _quiet() -> None:
@@ -157,22 +137,11 @@ def _connects(url: str, timeout: float) -> bool:
     return bool(done)
 
 
-def ready_offline() -> str:
-    """What to use instead when the Hub cannot be reached: the registry backbones whose weights are here."""
-    from zoo.registry import get_registry
-
-    try:
-        names = [r["name"] for r in get_registry().rows() if r["offline"]]
-    except ZooError:  # e.g. a broken registry file: the download's own error is the one to report
-        return "zoo list --offline shows the backbones ready offline"
-    shown_names = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return f"backbones ready offline: {shown_names} (zoo list --offline)" if names else "no backbone is ready offline here"
-
-
-def not_cached(subject: str, *, backbone: bool = False, also: str = "") -> str:
+def not_cached(subject: str, *, alternatives: Callable[[], str] | None = None, also: str = "") -> str:
     """``subject`` is not in the cache and the Hub is off or unreachable: what to do, in one line.
 
-    ``backbone``: name the backbones that work offline; ``also``: one more way out, e.g. ", or use --no-pretrained".
+    ``alternatives``: says what works offline instead (e.g. zoo.registry.ready_offline for a backbone);
+    ``also``: one more way out, e.g. ", or use --no-pretrained".
     """
     from huggingface_hub import constants
 
@@ -180,14 +149,14 @@ def not_cached(subject: str, *, backbone: bool = False, also: str = "") -> str:
         what, fix = f"cannot reach the Hub at {constants.ENDPOINT}", "connect to the network (or set HF_ENDPOINT) and run again to fill the cache"
     else:
         what, fix = "offline mode (HF_HUB_OFFLINE=1) and it is not in the cache", "run once with the network (without HF_HUB_OFFLINE) to fill the cache"
-    return f"{subject}: {what}; {ready_offline()}, or {fix}{also}" if backbone else f"{subject}: {what}; {fix}"
+    return f"{subject}: {what}; {alternatives()}, or {fix}{also}" if alternatives else f"{subject}: {what}; {fix}"
 
 
 # -- downloads ----------------------------------------------------------------------------
-def download_model(repo: str, *, backbone: bool = False) -> Path:
-    """Download (or find in the cache) a model repo's config.json and model.safetensors.
+def download_files(repo: str, filenames: Sequence[str], *, alternatives: Callable[[], str] | None = None) -> Path:
+    """The folder (in the cache) holding ``filenames`` of the repo ``ORG/NAME[@REV]``, and nothing else of it.
 
-    ``backbone``: it is used as a backbone, so a failure offline names the backbones that work offline.
+    ``alternatives``: see :func:`not_cached`.
     """
     from huggingface_hub import snapshot_download
 
@@ -195,12 +164,12 @@ def download_model(repo: str, *, backbone: bool = False) -> Path:
     repo_id, revision = _split(repo)
     try:
         with offline_unless_reachable():
-            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "model.safetensors"]))
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(filenames)))
     except Exception as exc:
-        raise hub_error(exc, repo, backbone=backbone) from None
+        raise hub_error(exc, repo, alternatives=alternatives) from None
 
 
-def download_file(repo: str, filename: str, *, backbone: bool = False) -> Path:
+def download_file(repo: str, filename: str, *, alternatives: Callable[[], str] | None = None) -> Path:
     from huggingface_hub import hf_hub_download
 
     _quiet()
@@ -209,92 +178,10 @@ def download_file(repo: str, filename: str, *, backbone: bool = False) -> Path:
         with offline_unless_reachable():
             return Path(hf_hub_download(repo_id, filename, revision=revision))
     except Exception as exc:
-        raise hub_error(exc, repo, backbone=backbone) from None
+        raise hub_error(exc, repo, alternatives=alternatives) from None
 
 
-# -- push ---------------------------------------------------------------------------------
-def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, with_checkpoints: bool = False, overwrite_card: bool = False,
-         dry_run: str | Path | None = None) -> dict:
-    """Publish a run directory to the Hub repo ``repo_id`` as one commit; see the module docstring.
-
-    Returns ``repo_id``, ``repo_url``, ``revision``, ``commit`` (the new commit's sha, or None when
-    nothing changed), ``head`` (the branch's commit after the push), ``files`` (what the folder held),
-    ``notes`` (one-line remarks, e.g. a kept hand-edited card) and ``dry_run`` (the folder written).
-    With ``dry_run``, the folder is written there and nothing is uploaded.
-    """
-    run_dir = Path(run_dir)
-    repo_id = parse_repo_id(repo_id)
-    _check_run(run_dir, with_checkpoints)
-    retry = retry_command(run_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
-                          with_checkpoints=with_checkpoints, overwrite_card=overwrite_card)
-    message = commit_message or f"Upload {run_dir.resolve().name} with zoo"
-    if dry_run is not None:
-        folder = _empty_folder(Path(dry_run), run_dir)
-        notes = stage_run(run_dir, folder, repo_id, with_checkpoints=with_checkpoints, link=False)
-        return {"repo_id": repo_id, "repo_url": None, "revision": revision or "main", "commit": None, "head": None,
-                "files": _files(folder), "notes": [*notes, f"dry run: wrote {folder}, uploaded nothing"],
-                "dry_run": str(folder)}
-    with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
-        folder = Path(tmp) / "upload"
-        try:
-            notes = stage_run(run_dir, folder, repo_id, with_checkpoints=with_checkpoints, link=True)
-        except OSError as exc:
-            raise ZooError(f"cannot prepare the upload of {run_dir}: {exc.strerror or exc}; nothing was pushed") from None
-        return _publish(folder, repo_id, private=private, revision=revision, commit_message=message,
-                        overwrite_card=overwrite_card, notes=notes, retry=retry)
-
-
-def push_best(trainer, repo_id: str, *, private: bool = False, revision: str | None = None) -> dict:
-    """Publish the best checkpoint so far of a running fine-tune (``--hub-strategy best``).
-
-    The folder holds checkpoints/best.safetensors as model.safetensors, the config.json and card the
-    finished run would have with the best metrics so far, run_config.yaml and metrics.jsonl; staged
-    like :func:`push` (regular files only, text redacted). Skipped entries are warned about.
-    """
-    import json
-
-    from zoo import cards, runs
-    from zoo.plugins import warn
-
-    repo_id = parse_repo_id(repo_id)
-    run_dir = Path(trainer.run_dir)
-    best = trainer.best or {}
-    metrics = dict(best.get("metrics") or {}, epoch=best.get("epoch"), eval_split=trainer.eval_split)
-    _need(run_dir, runs.BEST)
-    with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
-        folder = Path(tmp) / "upload"
-        folder.mkdir()
-        notes: list[str] = []
-        _take(run_dir, runs.BEST, folder, notes, link=True, dest="model.safetensors")
-        config = cards.config_dict(trainer, metrics)
-        _write_text(folder / "config.json", json.dumps(config, indent=2), "config.json", notes)
-        for name in (runs.RUN_CONFIG, runs.METRICS):
-            _take(run_dir, name, folder, notes, link=False)
-        card = cards.card_for_run(folder, repo_id=repo_id, config=config, plots=[])
-        _write_text(folder / "README.md", card, "README.md", notes)
-        for note in notes:
-            warn(note.removeprefix("warning: "))
-        top1 = metrics.get("top1")
-        message = f"Best checkpoint so far (epoch {best.get('epoch')}{f', top-1 {top1:.4f}' if top1 is not None else ''}) with zoo"
-        with _no_progress_bars():  # the fine-tune's own progress display owns the terminal
-            return _publish(folder, repo_id, private=private, revision=revision, commit_message=message,
-                            overwrite_card=False, notes=[], retry=None)
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            enable_progress_bars()
-
-
+# -- repos and commits ----------------------------------------------------------------------
 def ensure_repo(repo_id: str, *, private: bool = False) -> str:
     """Create the repo (or find it): checks the login and the name before a long fine-tune starts."""
     from huggingface_hub import HfApi
@@ -308,244 +195,110 @@ def ensure_repo(repo_id: str, *, private: bool = False) -> str:
         raise type(err)(f"{err}; fix that (or leave out --push-to-hub) and run again") from None
 
 
-def retry_command(run_dir: Path, repo_id: str, *, private=False, revision=None, commit_message=None,
-                  with_checkpoints=False, overwrite_card=False) -> str:
-    """The exact ``zoo push`` command that repeats a push."""
-    args = ["zoo", "push", str(run_dir), repo_id]
-    if private:
-        args.append("--private")
-    if revision:
-        args += ["--revision", revision]
-    if commit_message:
-        args += ["--commit-message", commit_message]
-    if with_checkpoints:
-        args.append("--with-checkpoints")
-    if overwrite_card:
-        args.append("--overwrite-card")
-    return shlex.join(args)
+class Upload:
+    """One upload to a Hub repo branch: the repo is created if needed and the branch read, then
+    :meth:`commit` makes one commit. Every call is retried when the failure is transient; any
+    other failure is one line that ends with ``retry`` (the command that repeats the upload)."""
 
+    def __init__(self, repo_id: str, *, private: bool = False, revision: str | None = None, retry: str | None = None):
+        from huggingface_hub import HfApi
 
-def _check_run(run_dir: Path, with_checkpoints: bool) -> None:
-    if not run_dir.is_dir():  # the run directory itself may be a link: the user named it
-        raise UsageError(f"{run_dir} is not a directory: give a zoo run directory")
-    for name in NEEDED:
-        if not os.path.lexists(run_dir / name):
-            hint = (f"is the run finished? resume it with: {command('zoo', 'finetune', '--resume', run_dir)}" if (run_dir / "run_config.yaml").is_file()
-                    else "give a zoo run directory")
-            raise UsageError(f"{run_dir} has no {name}: {hint}")
-        _need(run_dir, name)
-    checkpoints = run_dir / "checkpoints"
-    if with_checkpoints and not (checkpoints.is_symlink() or checkpoints.is_dir()):  # a link is skipped with a warning
-        raise UsageError(f"{run_dir} has no checkpoints/ folder to push: leave out --with-checkpoints")
+        _quiet()
+        self.repo_id, self.revision, self.retry = repo_id, revision, retry
+        self.api = HfApi()
+        self.url = self._call(lambda: self.api.create_repo(repo_id, private=private, exist_ok=True))
+        info = self._call(self._branch_info)
+        self.private = bool(info.private)
+        self.files = {s.rfilename for s in info.siblings or []}  # what the branch holds
+        self.head = info.sha
 
-
-def _kind(run_dir: Path, name: str) -> str | None:
-    """None for a regular file ``run_dir/name``, else what it is; no link is followed, in ``name``'s folders either."""
-    parts = Path(name).parts
-    for depth in range(1, len(parts)):
-        folder = "/".join(parts[:depth])
-        if os.path.islink(run_dir / folder):
-            return f"reached through the symbolic link {folder}"
-    try:
-        mode = os.lstat(run_dir / name).st_mode
-    except FileNotFoundError:
-        return "missing"
-    if stat.S_ISREG(mode):
-        return None
-    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device file"), (stat.S_ISBLK, "a device file")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _need(run_dir: Path, name: str) -> None:
-    """Refuse a file zoo must upload unless it is a regular file inside the run directory."""
-    kind = _kind(run_dir, name)
-    if kind is not None:
-        raise UsageError(f"{run_dir / name} is {kind}: {ONLY_REGULAR}; put the file itself there")
-
-
-def _empty_folder(folder: Path, run_dir: Path) -> Path:
-    folder = folder.expanduser()
-    if folder.resolve() == run_dir.resolve() or run_dir.resolve() in folder.resolve().parents:
-        raise UsageError(f"--dry-run {folder}: choose a folder outside the run directory")
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"--dry-run {folder}: exists and is not an empty folder; choose a new one")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _open_regular(src: Path) -> int:
-    """A file descriptor for ``src``, which must be a regular file reached through no link at its end."""
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # NONBLOCK: a FIFO must not hang the push
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{src} is not a regular file")
-    return fd
-
-
-def _place(src: Path, dst: Path, *, link: bool) -> None:
-    """Hard link when allowed (no copy of big weights), else copy; never through a link. Never touches ``src``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if link:
+    def _call(self, call: Callable[[], Any]) -> Any:
         try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError:
-            pass
-        else:
-            if stat.S_ISREG(os.lstat(dst).st_mode):  # src may have become a link since it was checked
-                return
-            dst.unlink()
-    with open(_open_regular(src), "rb") as f, open(dst, "xb") as out:
-        shutil.copyfileobj(f, out)
+            return _with_retry(call)
+        except ZooError:
+            raise
+        except Exception as exc:
+            raise hub_error(exc, self.repo_id, push=True, retry=self.retry) from None
 
+    def _branch_info(self):
+        from huggingface_hub.errors import RevisionNotFoundError
 
-def _write_text(dst: Path, text: str, name: str, notes: list[str]) -> None:
-    clean = redact(text)
-    if clean != text:
-        notes.append(f"warning: {name} held a token: uploading it with the token blanked out (***)")
-    dst.write_text(clean, encoding="utf-8")
+        try:
+            return self.api.model_info(self.repo_id, revision=self.revision)
+        except RevisionNotFoundError:
+            if not self.revision:
+                raise
+            self.api.create_branch(self.repo_id, branch=self.revision, exist_ok=True)  # push to a new branch
+            return self.api.model_info(self.repo_id, revision=self.revision)
 
+    def read(self, filename: str) -> str:
+        """A text file of the branch as it was when the upload began."""
+        from huggingface_hub import hf_hub_download
 
-def _take(run_dir: Path, name: str, folder: Path, notes: list[str], *, link: bool, dest: str | None = None,
-          walk: bool = False) -> bool:
-    """Stage ``run_dir/name`` as ``folder/dest`` if it is a regular file (text files redacted), or with ``walk``
-    the regular files of the folder ``name``; note anything else (a link, a FIFO...) as not uploaded.
+        return self._call(lambda: Path(hf_hub_download(self.repo_id, filename, revision=self.head))
+                          .read_text(encoding="utf-8", errors="replace"))
 
-    Hidden entries are left out silently (temporary files of atomic writes).
-    """
-    src, kind = run_dir / name, _kind(run_dir, name)
-    if kind == "missing" or Path(name).name.startswith("."):
-        return False
-    if kind == "a folder" and walk:
-        for entry in sorted(os.listdir(src)):
-            _take(run_dir, f"{name}/{entry}", folder, notes, link=link, walk=True)
-        return True
-    if kind is not None:
-        notes.append(f"warning: not uploading {name}: it is {kind} ({ONLY_REGULAR})")
-        return False
-    dst = folder / (dest or name)
-    if Path(name).name in TEXT_FILES:
-        with open(_open_regular(src), "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(dst, text, name, notes)
-    else:
-        _place(src, dst, link=link)
-    return True
+    def commit(self, folder: Path, files: Sequence[str], message: str):
+        """Commit ``files`` (paths relative to ``folder``) as one commit; huggingface_hub skips the unchanged.
+        Returns its CommitInfo: ``oid`` equals :attr:`head` when nothing changed."""
+        from huggingface_hub import CommitOperationAdd
 
-
-def _files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def stage_run(run_dir: Path, folder: Path, repo_id: str, *, with_checkpoints: bool = False, link: bool = True) -> list[str]:
-    """Fill ``folder`` with what a push of ``run_dir`` uploads; returns one-line notes (see the module docstring)."""
-    from zoo import cards
-
-    notes: list[str] = []
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [*RUN_FILES, *sorted(p.name for p in run_dir.glob("*.png"))]:
-        _take(run_dir, name, folder, notes, link=link)
-    if with_checkpoints:
-        _take(run_dir, "checkpoints", folder, notes, link=link, walk=True)
-    readme = folder / "README.md"
-    if _take(run_dir, "README.md", folder, notes, link=False) and not cards.is_generated(readme.read_text(encoding="utf-8")):
-        # The user edited the card in the run directory: publish their text, not a regenerated one.
-        notes.append(f"README.md in {run_dir} was edited by hand: uploading it as it is (not regenerated)")
-    else:
-        # Rendered from the staged folder: the card shows only what is uploaded.
-        _write_text(readme, cards.card_for_run(folder, repo_id=repo_id), "README.md", notes)
-    return notes
-
-
-def _publish(folder: Path, repo_id: str, *, private: bool, revision: str | None, commit_message: str,
-             overwrite_card: bool, notes: list[str], retry: str | None) -> dict:
-    """Create the repo if needed and commit ``folder`` to it as one commit (unchanged files skipped)."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    from zoo import cards
-
-    _quiet()
-    api = HfApi()
-    try:
-        url = _with_retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True))
-        info = _with_retry(lambda: _branch_info(api, repo_id, revision))
-        if private and not info.private:
-            notes.append(f"{repo_id} already exists and is public: --private applies only to new repos (change it in the repo settings)")
-        remote = {s.rfilename for s in info.siblings or []}
-        card = folder / "README.md"
-        if card.is_file() and "README.md" in remote and not overwrite_card:
-            online = _with_retry(lambda: _read_remote(repo_id, "README.md", info.sha))
-            if online != card.read_text(encoding="utf-8") and not cards.is_generated(online):
-                card.unlink()
-                notes.append(f"README.md on {repo_id} was edited by hand: kept it, uploaded everything else (--overwrite-card replaces it)")
-        files = _files(folder)
-
-        def commit_folder():
+        def attempt():
             # Fresh operations on every attempt: each retry asks the Hub again which files it already
             # holds, so a commit whose answer was lost is not made twice.
             operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
             # create_commit rather than upload_folder: upload_folder may split a slow upload into several commits.
-            return api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision)
+            return self.api.create_commit(self.repo_id, operations=operations, commit_message=message, revision=self.revision)
 
-        commit = _with_retry(commit_folder)
-    except ZooError:
-        raise
-    except Exception as exc:
-        raise hub_error(exc, repo_id, push=True, retry=retry) from None
-    changed = commit.oid != info.sha
-    if not changed:
-        notes.append(f"nothing changed: {repo_id} already holds this run")
-    return {"repo_id": repo_id, "repo_url": redact(str(url)), "revision": revision or "main",
-            "commit": commit.oid if changed else None, "commit_url": redact(commit.commit_url) if changed else None,
-            "head": commit.oid, "files": files, "notes": notes, "dry_run": None}
+        return self._call(attempt)
 
 
-def _branch_info(api, repo_id: str, revision: str | None):
-    from huggingface_hub.errors import RevisionNotFoundError
+@contextlib.contextmanager
+def no_progress_bars():
+    """huggingface_hub's progress bars off inside (another display owns the terminal)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
-        return api.model_info(repo_id, revision=revision)
-    except RevisionNotFoundError:
-        if not revision:
-            raise
-        api.create_branch(repo_id, branch=revision, exist_ok=True)  # push to a new branch
-        return api.model_info(repo_id, revision=revision)
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
-def _read_remote(repo_id: str, filename: str, revision: str) -> str:
-    from huggingface_hub import hf_hub_download
+# -- retries --------------------------------------------------------------------------------
+def _backoff() -> tuple[tuple[int, ...], tuple[type, ...], float, float]:
+    """What huggingface_hub's ``http_backoff`` retries by default (status codes, exception types) and its waits."""
+    import inspect
 
-    return Path(hf_hub_download(repo_id, filename, revision=revision)).read_text(encoding="utf-8", errors="replace")
+    from huggingface_hub.utils import http_backoff
+
+    params = inspect.signature(http_backoff).parameters
+    codes, kinds = params["retry_on_status_codes"].default, params["retry_on_exceptions"].default
+    codes = (codes,) if isinstance(codes, int) else tuple(codes)
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return codes, (*kinds, ConnectionError, TimeoutError), params["base_wait_time"].default, params["max_wait_time"].default
 
 
 def _transient(exc: Exception) -> bool:
-    """A failure worth retrying: a 5xx/429/408 answer, a timeout or a network error."""
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status is not None:
-        return status in RETRY_STATUS
-    kinds: list[type] = [ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx"):
-        try:
-            mod = __import__(module)
-            kinds += [mod.TimeoutException, mod.NetworkError, mod.RemoteProtocolError]
-        except (ImportError, AttributeError):
-            pass
-    return isinstance(exc, tuple(kinds))
+    """A failure worth retrying: one ``http_backoff`` retries (429, 5xx, a timeout, a network error)."""
+    codes, kinds, _, _ = _backoff()
+    status = _status(exc)
+    return status in codes if status is not None else isinstance(exc, kinds)
 
 
-def _with_retry(call: Callable[[], Any], waits: tuple[float, ...] = RETRY_WAITS) -> Any:
-    """Call, retrying transient failures with exponential backoff (huggingface_hub retries its own
-    preupload and LFS transfers; repo creation and the commit are retried here)."""
-    for wait in (*waits, None):
+def _with_retry(call: Callable[[], Any]) -> Any:
+    """Call, retrying transient failures RETRIES times with exponential backoff (huggingface_hub retries
+    its own preupload and LFS transfers; repo creation and the commit are retried here)."""
+    _, _, base, cap = _backoff()
+    for attempt in range(RETRIES + 1):
         try:
             return call()
         except Exception as exc:
-            if wait is None or not _transient(exc):
+            if attempt == RETRIES or not _transient(exc):
                 raise
-            time.sleep(wait)
+            time.sleep(min(base * 2 ** attempt, cap))
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -559,19 +312,20 @@ def _server_message(exc: Exception) -> str:
     return " ".join(redact(str(text)).split())[:200]
 
 
-def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None, backbone: bool = False) -> ZooError:
+def hub_error(exc: Exception, repo: str, *, push: bool = False, retry: str | None = None,
+              alternatives: Callable[[], str] | None = None) -> ZooError:
     """One line that says what went wrong with a Hub call and what to do; never the token.
 
     ``push``: the call was part of a push (then a 401/404 means "log in"/"check the name" for
-    writing); ``retry``: the command that repeats the push, added to the line; ``backbone``: see ``not_cached``.
+    writing); ``retry``: the command that repeats the push, added to the line; ``alternatives``: see ``not_cached``.
     """
-    reason = _reason(exc, repo, push=push, backbone=backbone)
+    reason = _reason(exc, repo, push=push, alternatives=alternatives)
     if retry:
         reason += f"; the run directory was not changed; retry with: {retry}"
     return ZooError(" ".join(reason.split()))  # ZooError redacts its message
 
 
-def _reason(exc: Exception, repo: str, *, push: bool, backbone: bool = False) -> str:
+def _reason(exc: Exception, repo: str, *, push: bool, alternatives: Callable[[], str] | None = None) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -599,7 +353,7 @@ def _reason(exc: Exception, repo: str, *, push: bool, backbone: bool = False) ->
     # LocalEntryNotFoundError subclasses EntryNotFoundError: it means "not cached, Hub not reachable".
     if isinstance(exc, LocalEntryNotFoundError) or (not isinstance(exc, HfHubHTTPError) and "offline" in str(exc).lower()):
         if constants.HF_HUB_OFFLINE or unreachable():
-            return not_cached(f"hf-hub:{repo}", backbone=backbone)
+            return not_cached(f"hf-hub:{repo}", alternatives=alternatives)
         return (f"hf-hub:{repo}: cannot reach the Hub at {constants.ENDPOINT}; connect to the network "
                 "(or set HF_ENDPOINT) and run again to fill the cache")
     if isinstance(exc, EntryNotFoundError):

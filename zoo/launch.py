@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from zoo import data, distributed, recipe, runs
+from zoo import data, distributed, recipe, rundir
 from zoo.errors import ZooError, command
 
 
@@ -47,17 +47,16 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
             if config.recipe and not quiet:
                 click.echo(recipe.describe(config.recipe), err=True)
             run_dir = Path(out) if out else default_out(config)
-            text = dump(config)
             if nnodes == 1:
-                with runs.RunLock(run_dir):
-                    runs.refuse_existing_run(run_dir)
-                    runs.atomic_write_text(run_dir / runs.RUN_CONFIG, text)
+                with rundir.RunLock(run_dir):
+                    rundir.refuse_existing_run(run_dir)
+                    rundir.RunDir(run_dir).write_run_config(config)
                 args = ["finetune", "--resume", str(run_dir)]
             else:
                 if node_rank == 0:  # the run directory is rank 0's: refuse a used one before the others wait for it
-                    runs.refuse_existing_run(run_dir)
+                    rundir.refuse_existing_run(run_dir)
                 settings = stack.enter_context(tempfile.NamedTemporaryFile("w", prefix="zoo-run-", suffix=".yaml", encoding="utf-8"))
-                settings.write(text)
+                settings.write(dump(config))
                 settings.flush()
                 args = ["finetune", "--config", settings.name, "--out", str(run_dir)]
         if hub_args:
@@ -80,7 +79,7 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
                else f"torchrun exit code {code}")
         again = ["zoo", "finetune", "--resume", run_dir, "--nproc-per-node", nproc_per_node]
         if nnodes > 1:
-            if not (run_dir / runs.RUN_CONFIG).is_file():  # rank 0's folder is on another machine
+            if not rundir.RunDir(run_dir).run_config_path.is_file():  # rank 0's folder is on another machine
                 raise ZooError(f"the distributed run stopped ({why}); run the same command again while node 0 continues it with --resume")
             again += ["--nnodes", nnodes, "--rdzv-endpoint", rdzv_endpoint] + (["--node-rank", node_rank] if node_rank is not None else [])
         raise ZooError(f"the distributed run stopped ({why}); continue it with: {command(*again)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -10,27 +9,25 @@ from pathlib import Path
 from zoo.errors import UsageError, ZooError, shown
 
 
-def model_config(model: str) -> dict:
-    """config.json of a run directory, a ``local-dir:`` folder or an ``hf-hub:`` repo (only that file is fetched)."""
+def model_config(model: str):
+    """config.json of a run directory, a ``local-dir:`` folder or an ``hf-hub:`` repo (only that file is fetched),
+    parsed (any JSON value: ``recorded`` takes only what is shaped like plugin records)."""
+    from zoo.rundir import RunDir
+
     if model.startswith("hf-hub:"):
         from zoo import hub
 
-        path = hub.download_file(model.removeprefix("hf-hub:"), "config.json")
+        folder = hub.download_file(model.removeprefix("hf-hub:"), RunDir.CONFIG).parent
     else:
-        path = Path(model.removeprefix("local-dir:")).expanduser() / "config.json"
-        if not path.is_file():
-            raise UsageError(f"{path.parent} is not a model folder: it has no config.json")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
-    return cfg if isinstance(cfg, dict) else {}
+        folder = Path(model.removeprefix("local-dir:")).expanduser()
+    return RunDir(folder).read_json()
 
 
 def recorded(model: str) -> list[dict]:
     """The third-party plugins a model records (name, version, entry point, what it provides); parts that are
     not shaped like records are left out (what goes to pip is checked by ``pinned``)."""
-    section = model_config(model).get("zoo")
+    config = model_config(model)
+    section = config.get("zoo") if isinstance(config, dict) else None
     plugins = section.get("plugins") if isinstance(section, dict) else None
     return [p for p in plugins if isinstance(p, dict) and p.get("name") and not p.get("builtin")] if isinstance(plugins, list) else []
 
@@ -89,11 +86,9 @@ def checkout_folder(name: str, version: str | None = None) -> Path | None:
     except ImportError:  # Python 3.10
         import tomli as tomllib
 
-    import zoo
-
     if name not in FIRST_PARTY:
         return None
-    folder = Path(zoo.__file__).resolve().parent.parent / "plugins" / name
+    folder = Path(__file__).resolve().parent.parent / "plugins" / name
     try:
         project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
     except (OSError, ValueError):

@@ -20,7 +20,6 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -88,6 +87,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self._collected: dict[str, dict[str, Entry]] = {}
         self._claims: dict[str, dict[str, list[Entry]]] = {}  # kind -> name -> every registration, the winner first
+        self.generation = 0  # counts changes to the set: what is built from it (zoo.registry) is built again
         self.trace = bool(os.environ.get("ZOO_TRACE_HOOKS"))
         for module_name in DEFAULT_PLUGINS:
             name = module_name.replace("zoo.builtins.", "zoo.")
@@ -124,9 +124,7 @@ class Plugins:
         """Register a plugin object in-process (tests, notebooks); forgets what was collected."""
         self._register(name, plugin, PluginInfo(name))
         self._collected.clear()
-        from zoo import registry
-
-        registry.reset()
+        self.generation += 1
 
     def _register(self, name: str, module: Any, info: PluginInfo) -> None:
         try:
@@ -376,5 +374,3 @@ def fire(event: str, **kwargs) -> None:
     """Fire a trainer event (zoo_on_*) on every plugin; failures are reported and skipped."""
     get_plugins().call(event, **kwargs)
 
-
-Factory = Callable[..., Any]

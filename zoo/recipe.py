@@ -85,7 +85,7 @@ def facts(config) -> dict:
     import torch
 
     from zoo import data
-    from zoo.describe import backbone_info
+    from zoo.model_info import backbone_info
 
     info = backbone_info(config.backbone)
     dataset = data.open_dataset(config.data)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import NotFoundError, UsageError, ZooError, closest
+from zoo.rundir import CONFIG, WEIGHTS, atomic_write_text
 
 SCHEMA_VERSION = 1
 PREFIXES = ("timm:", "hf-hub:", "local-dir:")
@@ -193,8 +194,8 @@ class Registry:
             return self.specs[name]
         if _looks_like_path(name):
             path = Path(name).expanduser()
-            if not (path / "config.json").exists():
-                raise UsageError(f"{path} is not a model folder (no config.json): give a run directory or a timm model folder")
+            if not (path / CONFIG).exists():
+                raise UsageError(f"{path} is not a model folder (no {CONFIG}): give a run directory or a timm model folder")
             return parse_source(f"local-dir:{path}", name=name)
         if _is_timm_model(name):
             return BackboneSpec(name, "timm", name)
@@ -222,7 +223,7 @@ def offline(spec: BackboneSpec) -> bool:
     names with a tag, which timm fetches from ``timm/NAME``). Only file-system checks: no torch, no timm.
     """
     if spec.kind == "local-dir":
-        return all((Path(spec.target) / f).is_file() for f in ("config.json", "model.safetensors"))
+        return all((Path(spec.target) / f).is_file() for f in (CONFIG, WEIGHTS))
     if spec.kind == "package":
         return spec.revision is not None  # the installed version
     if spec.kind == "timm":
@@ -239,7 +240,7 @@ def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
         commit = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else (folder / "refs" / revision).read_text().strip()
     except OSError:
         return False
-    return any((folder / "snapshots" / commit / f).is_file() for f in ("model.safetensors", "pytorch_model.bin"))
+    return any((folder / "snapshots" / commit / f).is_file() for f in (WEIGHTS, "pytorch_model.bin"))
 
 
 def _hub_cache() -> Path:
@@ -296,8 +297,6 @@ def timm_pretrained_names() -> list[str]:
     import timm
 
     names = timm.list_pretrained()
-    from zoo.runs import atomic_write_text
-
     try:
         atomic_write_text(cache, json.dumps(names))
     except ZooError:
@@ -312,19 +311,34 @@ def timm_rows(pattern: str | None = None) -> list[dict]:
             for n in sorted(names, key=natural_key)]
 
 
-_registry: Registry | None = None
+_registry: tuple[object, int, Registry] | None = None  # the plugin set it was built from, that set's generation, it
 
 
 def get_registry() -> Registry:
+    """The process-wide registry; built again when the plugin set changes (a new set, or a plugin added to it)."""
     global _registry
-    if _registry is None:
-        _registry = Registry.load()
-    return _registry
+    from zoo.plugins import get_plugins
+
+    plugins = get_plugins()
+    if _registry is None or _registry[0] is not plugins or _registry[1] != plugins.generation:
+        _registry = (plugins, plugins.generation, Registry.load())
+    return _registry[2]
 
 
 def reset() -> None:
+    """Forget the registry (its files changed): the next use reads them again."""
     global _registry
     _registry = None
+
+
+def ready_offline() -> str:
+    """What to use instead when the Hub cannot be reached: the registry backbones whose weights are here."""
+    try:
+        names = [r["name"] for r in get_registry().rows() if r["offline"]]
+    except ZooError:  # e.g. a broken registry file: the download's own error is the one to report
+        return "zoo list --offline shows the backbones ready offline"
+    shown_names = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"backbones ready offline: {shown_names} (zoo list --offline)" if names else "no backbone is ready offline here"
 
 
 def resolve(name: str) -> BackboneSpec:

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo import backbones, data, distributed, features, freeze, recipe, runs
-from zoo import config as settings
+from zoo import backbones, data, distributed, features, freeze, recipe, rundir
 from zoo.config import FinetuneConfig  # defined there (no torch); imported from here by plugins and tests
 from zoo.errors import UsageError, ZooError, command
 from zoo.plugins import build, fire
@@ -118,12 +117,12 @@ class Trainer:
             self.run_dir = Path(resume)
             _one_provider(config, self.run_dir)
             # A run killed before its first checkpoint has only run_config.yaml: it starts again from scratch.
-            if self.dist.main and (self.run_dir / runs.LAST).is_file():
-                self.resume_state = runs.load_checkpoint(self.run_dir / runs.LAST)
+            if self.dist.main and (self.run_dir / rundir.LAST).is_file():
+                self.resume_state = rundir.load_checkpoint(self.run_dir / rundir.LAST)
         else:
             self.run_dir = Path(out) if out else default_out(config)
             if self.dist.main:
-                runs.refuse_existing_run(self.run_dir)
+                rundir.refuse_existing_run(self.run_dir)
         if self.dist.enabled:  # rank 0's run for all: another machine may not see its folder
             self.config, self.run_dir, self.resume_state = distributed.broadcast((self.config, self.run_dir, self.resume_state))
 
@@ -236,12 +235,12 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> Result:
-        lock = runs.RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext()
+        lock = rundir.RunLock(self.run_dir) if self.dist.main else contextlib.nullcontext()
         try:
             with lock, _StopOnSignal(self) as self._signals:
                 return self._fit()
         except _StopNow:
-            hint = (f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}" if (self.run_dir / runs.RUN_CONFIG).is_file()
+            hint = (f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}" if (self.run_dir / rundir.RUN_CONFIG).is_file()
                     else f"nothing was written to {self.run_dir} yet: run the same command again")
             raise Interrupted(f"interrupted; {hint}") from None
         except RuntimeError as exc:
@@ -257,10 +256,10 @@ class Trainer:
         cfg = self.config
         self.cache = self._feature_cache()
         if self.dist.main:
-            runs.remove_stale_temporaries(self.run_dir)
+            rundir.remove_stale_temporaries(self.run_dir)
             self._write_run_config()
             # The checkpoint's history is the truth: lines written after it by a killed run go.
-            runs.write_metrics(self.run_dir, self.history)
+            rundir.write_metrics(self.run_dir, self.history)
         self._signals.training = True  # from now on a signal lets the step finish and writes a checkpoint
         fire("zoo_on_train_start", trainer=self, config=cfg)
         self.reporter.start(self)
@@ -420,7 +419,7 @@ class Trainer:
         self.history.append(record)
         main = self.dist.main  # every process keeps the same state; only rank 0 writes it
         if main:
-            runs.append_line(self.run_dir / runs.METRICS, record)
+            rundir.append_line(self.run_dir / rundir.METRICS, record)
         score, improved = None, False
         if evaluated:
             score = evaluated["top1"] if self.config.metric == "top1" else -evaluated["loss"]
@@ -428,7 +427,7 @@ class Trainer:
             self.best = {"score": score, "epoch": self.epoch, "metrics": _jsonable(evaluated)}
             self.bad_epochs, improved = 0, True
             if main:
-                runs.save_weights(self.run_dir / runs.BEST, freeze.export_state(self.policy, self._eval_model()))
+                rundir.save_weights(self.run_dir / rundir.BEST, freeze.export_state(self.policy, self._eval_model()))
         elif score is not None:  # without an evaluation split there is nothing to stop early on
             self.bad_epochs += 1
         self._save_last()
@@ -502,7 +501,7 @@ class Trainer:
 
     def _save_last(self) -> None:
         if self.dist.main:
-            runs.save_checkpoint(self.run_dir / runs.LAST, self._state())
+            rundir.save_checkpoint(self.run_dir / rundir.LAST, self._state())
 
     def _restore(self, state: dict) -> None:
         try:
@@ -529,7 +528,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _write_run_config(self) -> None:
-        runs.atomic_write_text(self.run_dir / runs.RUN_CONFIG, settings.dump(self.config))
+        rundir.RunDir(self.run_dir).write_run_config(self.config)
 
     def _finish(self) -> Result:
         from zoo import cards
@@ -542,13 +541,12 @@ class Trainer:
         metrics["eval_split"] = self.eval_split
         if not self.dist.main:
             return Result(self.run_dir, metrics, self.history)
-        state = runs.read_best(self.run_dir) if self.best is not None else freeze.export_state(self.policy, self._eval_model())
-        runs.save_weights(self.run_dir / "model.safetensors", state)
+        state = rundir.read_best(self.run_dir) if self.best is not None else freeze.export_state(self.policy, self._eval_model())
+        rundir.save_weights(self.run_dir / rundir.WEIGHTS, state)
         cards.write_config(self)
-        plots = runs.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes,
-                          best_epoch=self.best["epoch"] if self.best is not None else None, split=self.eval_split,
-                          top1=metrics.get("top1"))
-        cards.write_model_card(self, metrics, plots)
+        rundir.plot(self.run_dir, self.history, metrics.get("confusion"), self.classes,
+                    best_epoch=self.best["epoch"] if self.best is not None else None, split=self.eval_split, top1=metrics.get("top1"))
+        cards.write_model_card(self, metrics)
         return Result(self.run_dir, metrics, self.history)
 
 

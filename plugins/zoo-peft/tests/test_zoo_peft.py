@@ -120,7 +120,7 @@ class StopAfterOneEpoch:
 
 
 def test_resume_continues_the_adapters_exactly(cli, tmp_path):
-    from zoo.runs import LAST, load_checkpoint
+    from zoo.rundir import LAST, load_checkpoint
 
     options = dict(freeze="lora", freeze_opts={"r": 4}, epochs=2, **FAST)
     straight = zoo.finetune("test_resnet", out=tmp_path / "straight", **options).run_dir

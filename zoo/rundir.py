@@ -1,9 +1,14 @@
-"""The run directory: atomic file writes, the exclusive lock, the exported model folder.
+"""The run directory: every file in it, read and written here and nowhere else.
 
 Layout (a timm model folder at the root):
   model.safetensors, config.json (timm keys + a "zoo" section), README.md (model card),
   run_config.yaml, metrics.jsonl, loss.png / accuracy.png / confusion.png,
-  checkpoints/last.pt (full training state), checkpoints/best.safetensors.
+  checkpoints/last.pt (full training state), checkpoints/best.safetensors, .lock (while a run writes).
+
+Writes are atomic (a temporary file renamed into place). A model's config.json is data anyone can
+write: :meth:`RunDir.read_config` parses it and checks all of it (the rules are in zoo.model_config),
+so a damaged or hostile file fails there, in one line that names the file and the field. Weights are
+safetensors, never a pickle.
 """
 
 from __future__ import annotations
@@ -14,12 +19,22 @@ import os
 import tempfile
 from pathlib import Path
 
+from zoo import config as settings
 from zoo.errors import UsageError, ZooError, command, shown
+from zoo.model_config import PRETRAINED_CFG_DATA, check_config
 
+CONFIG = "config.json"
 RUN_CONFIG = "run_config.yaml"
+WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
-LAST = "checkpoints/last.pt"
-BEST = "checkpoints/best.safetensors"
+CARD = "README.md"
+CHECKPOINTS = "checkpoints"
+LAST = f"{CHECKPOINTS}/last.pt"
+BEST = f"{CHECKPOINTS}/best.safetensors"
+PLOTS = ("loss.png", "accuracy.png", "confusion.png")
+LOCK = ".lock"
+TEXT_FILES = (CONFIG, RUN_CONFIG, METRICS, CARD)  # what a push redacts (zoo.publish)
+MAX_CONFIG_BYTES = 32 << 20  # a config.json with the labels of 100,000 classes is far smaller
 
 
 @contextlib.contextmanager
@@ -79,7 +94,7 @@ def refuse_existing_run(run_dir: Path) -> None:
 
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Delete the temporary files of writes a killed run never finished (called under the lock)."""
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINTS):
         for tmp in folder.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -93,7 +108,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 class RunLock:
-    """An exclusive lock on a run directory: two runs never write into the same folder.
+    """An exclusive lock on a run directory (``filelock``): two runs never write into the same folder.
 
     The lock file goes when the lock is released, and so do the folders the lock created (the run
     folder, and ``runs/`` above a default one) that hold nothing else: a run stopped before it
@@ -101,36 +116,28 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.file = None
+        self.path = Path(run_dir) / LOCK
+        self.lock = None
 
     def __enter__(self):
-        import fcntl
+        from filelock import FileLock, Timeout
 
         folder = self.path.parent.absolute()
         self.created = [p for p in (folder, *folder.parents) if not p.is_dir()]  # deepest first
         folder.mkdir(parents=True, exist_ok=True)
-        while True:
-            self.file = open(self.path, "a+")
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.file.close()
-                raise ZooError(f"another zoo run is writing to {self.path.parent}: wait for it or choose another --out") from None
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino:
-                    return self
-            self.file.close()  # its holder removed that file as it let go: lock the current one
+        self.lock = FileLock(self.path, timeout=0)
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise ZooError(f"another zoo run is writing to {self.path.parent}: wait for it or choose another --out") from None
+        return self
 
     def __exit__(self, *exc):
-        import fcntl
-
         with contextlib.suppress(OSError):
-            self.path.unlink()  # while still locked: whoever opens the path next makes a new file
+            self.path.unlink()  # while still locked: whoever opens the path next makes (and locks) a new file
             for folder in self.created:
                 folder.rmdir()  # only when empty: the first that is not ends it
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
+        self.lock.release()
 
 
 def save_weights(path: Path, state: dict, metadata: dict | None = None) -> None:
@@ -140,6 +147,19 @@ def save_weights(path: Path, state: dict, metadata: dict | None = None) -> None:
     blob = save(state, metadata=metadata or {"format": "pt"})
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)  # Python's writes report a full disk as OSError; safetensors' own would not
+
+
+def read_weights(path: Path) -> dict:
+    """A safetensors state dict. Never unpickles: a pickle offered as weights is refused."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ZooError(f"{path.parent} has no {WEIGHTS} (zoo reads weights only as safetensors)")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ZooError(f"{path} is damaged or not a safetensors file ({str(exc).splitlines()[0]}); re-download or re-export it") from None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -202,7 +222,8 @@ def figures(run: str, history: list[dict], confusion, classes: list[str], *, bes
         return max(at_least, 0.08 * max(map(len, title.splitlines())) + 0.6)
 
     epochs = [r["epoch"] for r in history]
-    for name, keys, label in (("loss.png", ("train_loss", "val_loss"), "loss"), ("accuracy.png", ("train_top1", "val_top1"), "top-1 accuracy")):
+    loss_png, accuracy_png, confusion_png = PLOTS
+    for name, keys, label in ((loss_png, ("train_loss", "val_loss"), "loss"), (accuracy_png, ("train_top1", "val_top1"), "top-1 accuracy")):
         title = f"{run}\n{label}"
         fig = Figure(figsize=(width(title, 5), 3.5), dpi=100)
         ax = fig.subplots()
@@ -241,11 +262,104 @@ def figures(run: str, history: list[dict], confusion, classes: list[str], *, bes
                     dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5  # the cell's luminance (Rec. 709 weights)
                     ax.text(j, i, int(confusion[i][j]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.tight_layout()
-        out["confusion.png"] = fig
+        out[confusion_png] = fig
     return out
 
 
 def read_best(run_dir: Path) -> dict:
-    from zoo.backbones import read_weights
-
     return read_weights(Path(run_dir) / BEST)
+
+
+class RunDir:
+    """A run directory, or any timm model folder (config.json + model.safetensors): the paths of its
+    files, and how each is read and written."""
+
+    CONFIG, RUN_CONFIG, WEIGHTS, METRICS, CARD = CONFIG, RUN_CONFIG, WEIGHTS, METRICS, CARD
+    CHECKPOINTS, LAST, BEST, PLOTS, LOCK = CHECKPOINTS, LAST, BEST, PLOTS, LOCK
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    config_path = property(lambda self: self.path / CONFIG)
+    run_config_path = property(lambda self: self.path / RUN_CONFIG)
+    weights_path = property(lambda self: self.path / WEIGHTS)
+    metrics_path = property(lambda self: self.path / METRICS)
+    card_path = property(lambda self: self.path / CARD)
+    last_path = property(lambda self: self.path / LAST)
+    best_path = property(lambda self: self.path / BEST)
+
+    # -- config.json ----------------------------------------------------------------------------
+    def read_json(self):
+        """config.json parsed (any JSON value), or a one-line error: missing, not a file, too big, not UTF-8, not JSON."""
+        path = self.config_path
+        if not path.exists():
+            raise UsageError(f"{self.path} is not a model folder: it has no {CONFIG}")
+        if not path.is_file():
+            raise ZooError(f"{path} is not a regular file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ZooError(f"{path} is {path.stat().st_size >> 20} MiB: too large for a model config")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ZooError(f"{path} is not UTF-8 text (byte {exc.start}): it is damaged or not a model config") from None
+        except OSError as exc:
+            raise ZooError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise ZooError(f"{path} is nested too deeply to be a model config") from None
+        except ValueError as exc:
+            raise ZooError(f"{path} is not valid JSON: {exc}") from None
+
+    def read_config(self) -> dict:
+        """config.json, checked (zoo.model_config.check_config): the one place zoo reads a model's config."""
+        return check_config(self.read_json(), self.config_path)
+
+    def timm_config(self, cfg: dict | None = None) -> tuple[str, dict, dict]:
+        """(architecture, model_args, pretrained_cfg) for timm, from a checked config.json."""
+        cfg = self.read_config() if cfg is None else cfg
+        args = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "num_classes"}
+        pcfg = {k: v for k, v in cfg["pretrained_cfg"].items() if k in PRETRAINED_CFG_DATA}
+        return cfg["architecture"], args, pcfg
+
+    def write_config(self, cfg: dict) -> None:
+        atomic_write_text(self.config_path, json.dumps(cfg, indent=2))
+
+    # -- the other files --------------------------------------------------------------------------
+    def read_run_config(self) -> dict:
+        """run_config.yaml's settings, checked (zoo.config.load_file); a one-line UsageError naming the file and key."""
+        return settings.load_file(self.run_config_path)
+
+    def read_run_config_or_none(self) -> dict:
+        """run_config.yaml's settings for what is only informational (the card): {} when it is missing or damaged."""
+        try:
+            return self.read_run_config() if self.run_config_path.is_file() else {}
+        except ZooError:
+            return {}
+
+    def write_run_config(self, config) -> None:
+        """run_config.yaml from a FinetuneConfig (zoo.config.dump: every field, in the schema's order)."""
+        atomic_write_text(self.run_config_path, settings.dump(config))
+
+    def read_metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    def read_weights(self) -> dict:
+        return read_weights(self.weights_path)
+
+    def save_weights(self, state: dict) -> None:
+        save_weights(self.weights_path, state)
+
+    def write_card(self, text: str) -> None:
+        atomic_write_text(self.card_path, text)
+
+    def plots(self) -> list[str]:
+        """The plot files present, zoo's three first (in their order), then any other PNG by name."""
+        order = {name: i for i, name in enumerate(PLOTS)}
+        return sorted((p.name for p in self.path.glob("*.png") if p.is_file()), key=lambda n: (order.get(n, len(order)), n))

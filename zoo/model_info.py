@@ -13,8 +13,9 @@ def backbone_info(name: str) -> dict:
     import torch
     from timm.models import get_pretrained_cfg
 
-    from zoo.backbones import model_config, read_config
-    from zoo.registry import resolve
+    from zoo.model_config import labels_of
+    from zoo.registry import ready_offline, resolve
+    from zoo.rundir import RunDir
 
     spec = resolve(name)
     model_args: dict = {}
@@ -27,17 +28,18 @@ def backbone_info(name: str) -> dict:
         if spec.kind == "hf-hub":
             from zoo import hub
 
-            folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), "config.json", backbone=True).parent
+            folder = hub.download_file(spec.target + (f"@{spec.revision}" if spec.revision else ""), RunDir.CONFIG,
+                                       alternatives=ready_offline).parent
         elif spec.kind == "package":
             from zoo.backbones import model_folder
 
             folder = model_folder(spec)
         else:
             folder = Path(spec.target)
-        cfg = read_config(folder)
-        arch, model_args, pcfg = model_config(folder, cfg)  # checked: nothing in it makes timm open a file
+        cfg = RunDir(folder).read_config()
+        arch, model_args, pcfg = RunDir(folder).timm_config(cfg)  # checked: nothing in it makes timm open a file
         pcfg.setdefault("num_classes", cfg.get("num_classes"))
-        pcfg.setdefault("label_names", cfg.get("label_names"))
+        pcfg["label_names"] = labels_of(cfg)
         trained = trained_info(cfg, folder if spec.kind == "local-dir" else None)
     try:
         with torch.device("meta"):  # shapes only: no memory, no download
@@ -76,7 +78,8 @@ def trained_info(cfg: dict, run_dir: Path | None) -> dict:
     The section is data anyone can write: parts of the wrong shape are left out. A run directory
     whose config.json has no metrics yet gives its best epoch from metrics.jsonl.
     """
-    from zoo import cards, plugin_packages, runs
+    from zoo import cards, plugin_packages
+    from zoo.rundir import RunDir
 
     z = cfg.get("zoo")
     if not isinstance(z, dict):
@@ -89,7 +92,7 @@ def trained_info(cfg: dict, run_dir: Path | None) -> dict:
     metrics = part("metrics")
     if not metrics and run_dir is not None:
         try:
-            metrics = cards.metrics_from_history(runs.read_metrics(run_dir))
+            metrics = cards.metrics_from_history(RunDir(run_dir).read_metrics())
         except (ValueError, TypeError, KeyError):
             metrics = {}  # a damaged metrics.jsonl: info still answers
     plugins = []
