@@ -89,7 +89,9 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
     if resume is None and out is not None and distributed.restart_count() and (Path(out) / RUN_CONFIG).is_file():
         resume, options, given = out, {}, {}  # torchrun restarted this worker (--max-restarts): continue from the checkpoint
     if resume is not None:
-        config = _config_from_run(Path(resume), {**given, **options})
+        from zoo.rundir import RunDir
+
+        config = RunDir(resume).resumed_config({**given, **options})
     else:
         config = settings.FinetuneConfig.from_dict({**given, **options})
     from zoo.trainer import Trainer  # torch: only once the settings are known to be good
@@ -117,17 +119,6 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
     if push_to_hub:
         result.hub = push(result.run_dir, repo_id, private=private)
     return result
-
-
-def _config_from_run(run_dir: Path, overrides: dict) -> Any:
-    """The config of the run in ``run_dir``, with what ``--resume`` may change changed (zoo.config says what)."""
-    from zoo.config import FinetuneConfig
-    from zoo.rundir import RunDir
-
-    run = RunDir(run_dir)
-    if not run.run_config_path.is_file():
-        raise UsageError(f"{run_dir} is not a zoo run directory (no {run.RUN_CONFIG}); nothing to resume")
-    return FinetuneConfig.from_dict(run.read_run_config()).resumed(overrides)
 
 
 def load(model: str | Path) -> tuple[Any, Any, list[str]]:

@@ -520,7 +520,9 @@ def finetune(backbone, config_file, resume, dry_run, as_json, quiet, out, **flag
     if backbone:
         values["backbone"] = backbone
     # Every setting is checked before torch loads and before anything is read or written.
-    config = zoo._config_from_run(resume, values) if resume else settings.FinetuneConfig.from_dict(values)
+    from zoo.rundir import RunDir
+
+    config = RunDir(resume).resumed_config(values) if resume else settings.FinetuneConfig.from_dict(values)
     _import_torch()
     from zoo import distributed
     from zoo.progress import ConsoleReporter

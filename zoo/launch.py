@@ -26,7 +26,6 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
              nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None, rdzv_endpoint: str | None = None,
              max_restarts: int = 0) -> None:
     """``zoo finetune`` with ``--nproc-per-node``/``--nnodes``: run the workers under torchrun, wait for them."""
-    import zoo
     from zoo.config import FinetuneConfig, dump
     from zoo.registry import resolve
     from zoo.trainer import default_out
@@ -36,7 +35,7 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
     with contextlib.ExitStack() as stack:
         if resume:
             run_dir = Path(resume)
-            zoo._config_from_run(run_dir, values)  # only what --resume may change
+            rundir.RunDir(run_dir).resumed_config(values)  # only what --resume may change
             args = ["finetune", "--resume", str(run_dir), *(a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v)))]
         else:
             config = FinetuneConfig.from_dict(values)

@@ -336,6 +336,12 @@ class RunDir:
         """run_config.yaml's settings, checked (zoo.config.load_file); a one-line UsageError naming the file and key."""
         return settings.load_file(self.run_config_path)
 
+    def resumed_config(self, overrides: dict):
+        """The run's FinetuneConfig with what ``--resume`` may change changed (zoo.config says what)."""
+        if not self.run_config_path.is_file():
+            raise UsageError(f"{self.path} is not a zoo run directory (no {RUN_CONFIG}); nothing to resume")
+        return settings.FinetuneConfig.from_dict(self.read_run_config()).resumed(overrides)
+
     def read_run_config_or_none(self) -> dict:
         """run_config.yaml's settings for what is only informational (the card): {} when it is missing or damaged."""
         try:
