@@ -79,6 +79,14 @@ def test_plugins_import_only_the_plugin_api():
     assert not bad, bad
 
 
+def test_zoos_core_does_not_import_the_plugin_api():
+    """zoo.api sits on top: only plugins (the built-ins in zoo/builtins too) import it, so it adds no import loop."""
+    core = [p for p in sorted((ROOT / "zoo").glob("*.py")) if p.name != "api.py"]
+    assert len(core) >= 20
+    users = [f"{path.name}:{line}" for path in core for line, module in _zoo_imports(path) if module == "zoo.api"]
+    assert not users, users
+
+
 def test_the_plugin_import_check_catches_every_form(tmp_path):
     sample = tmp_path / "p.py"
     sample.write_text("import zoo.registry\nfrom zoo import backbones, hookimpl\nfrom zoo.api import WithHead\n"
