@@ -437,6 +437,18 @@ def case_bad_freeze_option(tmp, good_run):
 
 
 @case
+def case_bad_freeze_option_value(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", "--freeze", "last-n", "--freeze-opt", "n=true", *TINY,
+                 "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_bad_head_option_value(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", "--head", "mlp", "--head-opt", "hidden=wide", *TINY,
+                 "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
 def case_plugin_head_returns_garbage(tmp, good_run):
     from zoo import hookimpl
     from zoo.plugins import get_plugins

@@ -1,6 +1,8 @@
-"""Meta-tests: every hook is exercised by a test and documented with its exact signature."""
+"""Meta-tests: every hook is exercised by a test and documented with its exact signature; plugins use the plugin API only."""
 
+import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -11,22 +13,85 @@ HOOKS = [name for name, fn in vars(hookspecs).items() if name.startswith("zoo_")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_hook_list_is_what_the_docs_promise():
-    assert set(HOOKS) == {"zoo_register_backbones", "zoo_register_heads", "zoo_register_freeze_policies", "zoo_register_datasets",
-                          "zoo_register_commands", "zoo_on_train_start", "zoo_on_epoch_end", "zoo_on_train_end"}
+def _documented_hooks() -> dict[str, str]:
+    """hook name -> the signature its heading shows, from the "## The hooks" section of docs/plugins.md."""
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## The hooks\n"):]
+    section = section[:section.index("\n## ", 1)]
+    return dict(re.findall(r"^### `(zoo_\w+)(\([^)]*\))`$", section, re.M))
+
+
+def test_the_documented_hooks_are_the_hookspecs():
+    assert len(HOOKS) >= 8
+    assert sorted(_documented_hooks()) == sorted(HOOKS)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_with_its_signature(hook):
+    signature = f"({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
+    assert _documented_hooks().get(hook) == signature, f"docs/plugins.md: ### `{hook}{signature}`"
+
+
+def _hookimpls(path: Path):
+    """The names of the functions and methods in a file that are marked with @hookimpl (or @zoo.hookimpl)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            marks = [d.func if isinstance(d, ast.Call) else d for d in node.decorator_list]
+            if any((isinstance(d, ast.Name) and d.id == "hookimpl") or (isinstance(d, ast.Attribute) and d.attr == "hookimpl")
+                   for d in marks):
+                yield node.name, [a.arg for a in node.args.args if a.arg != "self"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_docstring_and_a_test(hook):
     assert getattr(hookspecs, hook).__doc__, hook
-    tests = [p for p in (ROOT / "tests").rglob("*.py") if p.name != "test_meta.py"]
-    assert any(f"def {hook}(" in p.read_text() for p in tests), f"no test or test plugin implements {hook}"
+    spec = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+    impls = [args for p in (ROOT / "tests").rglob("*.py") for name, args in _hookimpls(p) if name == hook]
+    assert impls, f"no test or test plugin implements {hook} with @hookimpl"
+    assert all(set(args) <= set(spec) for args in impls), impls
 
 
-@pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_is_documented_with_its_signature(hook):
-    signature = f"{hook}({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
-    assert signature in (ROOT / "docs" / "plugins.md").read_text(), signature
+PLUGIN_API = {"zoo", "zoo.api", "zoo.testing"}
+
+
+def _zoo_imports(path: Path):
+    """(line, module) for every import of a zoo module in a file, those inside functions too."""
+    import pkgutil
+
+    import zoo
+
+    submodules = {m.name for m in pkgutil.iter_modules(zoo.__path__)}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "zoo")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "zoo":
+            yield node.lineno, node.module
+            if node.module == "zoo":  # from zoo import backbones: a module too
+                yield from ((node.lineno, f"zoo.{a.name}") for a in node.names if a.name in submodules)
+
+
+def test_plugins_import_only_the_plugin_api():
+    """First-party plugins (and the test plugins) import only zoo, zoo.api and zoo.testing: the rest may move."""
+    files = sorted((ROOT / "plugins").rglob("*.py")) + sorted((ROOT / "tests" / "plugins").rglob("*.py"))
+    assert len(files) >= 15
+    bad = [f"{path.relative_to(ROOT)}:{line}: {module}" for path in files for line, module in _zoo_imports(path)
+           if module not in PLUGIN_API]
+    assert not bad, bad
+
+
+def test_zoos_core_does_not_import_the_plugin_api():
+    """zoo.api sits on top: only plugins (the built-ins in zoo/builtins too) import it, so it adds no import loop."""
+    core = [p for p in sorted((ROOT / "zoo").glob("*.py")) if p.name != "api.py"]
+    assert len(core) >= 20
+    users = [f"{path.name}:{line}" for path in core for line, module in _zoo_imports(path) if module == "zoo.api"]
+    assert not users, users
+
+
+def test_the_plugin_import_check_catches_every_form(tmp_path):
+    sample = tmp_path / "p.py"
+    sample.write_text("import zoo.registry\nfrom zoo import backbones, hookimpl\nfrom zoo.api import WithHead\n"
+                      "def f():\n    from zoo.data import Dataset\n    import zoo.api, zoo\n")
+    assert [m for _, m in _zoo_imports(sample) if m not in PLUGIN_API] == ["zoo.registry", "zoo.backbones", "zoo.data"]
 
 
 def _commands(group, prefix="zoo"):

@@ -347,7 +347,7 @@ def test_plugins_new_writes_a_skeleton_that_installs_and_passes_its_test(venv: V
     try:
         assert "fresh-linear" in {h["name"] for h in venv.zoo_json("list", "heads")}
         tested = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "./zoo-fresh/tests")
-        assert tested.returncode == 0 and "2 passed" in tested.stdout, describe(tested)
+        assert tested.returncode == 0 and "3 passed" in tested.stdout, describe(tested)
     finally:
         venv.uninstall("zoo-fresh")
 

@@ -84,22 +84,25 @@ def test_list_wildcards_and_natural_sort(run):
     assert {r["name"] for r in json.loads(result.output)} == {"convnext-atto", "convnext-tiny", "convnext-base"}
 
 
-def test_list_all_includes_timm_models_and_is_cached(run, tmp_path):
+def test_list_all_includes_timm_models_and_is_cached(run, tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))  # empty: the first listing asks timm
     result = run("list", "backbones", "test_resnet*", "--all", "--json")
     rows = json.loads(result.output)
     assert any(r["name"] == "test_resnet.r160_in1k" and r["provider"] == "timm" for r in rows)
-    from zoo.registry import timm_pretrained_names
-
-    assert timm_pretrained_names()  # now read back from the per-version cache file
-    import os
-    from pathlib import Path
-
-    (cached,) = Path(os.environ["ZOO_CACHE"]).glob("timm-*-pretrained.json")
+    cache = tmp_path / "cache" / f"timm-{version('timm')}-pretrained.json"
+    assert "test_resnet.r160_in1k" in json.loads(cache.read_text())
+    # The next listing reads the cache file, not timm: a name only the file holds is listed.
+    cache.write_text(json.dumps(["test_resnet.only_in_the_cache"]))
+    result = run("list", "backbones", "test_resnet*", "--all", "--json")
+    names = {r["name"] for r in json.loads(result.output) if r["provider"] == "timm"}
+    assert names == {"test_resnet.only_in_the_cache"}
     for damaged in ('{"not": "a list"}', "[1, 2]", "[\"test_resnet"):  # the wrong shape, or cut short: listed again
-        cached.write_text(damaged)
+        cache.write_text(damaged)
         result = run("list", "backbones", "test_resnet*", "--all", "--json")
         assert result.exit_code == 0 and "test_resnet.r160_in1k" in result.output, result.stderr
-        assert "test_resnet.r160_in1k" in json.loads(cached.read_text())  # and stored again
+        assert "test_resnet.r160_in1k" in json.loads(cache.read_text())  # and stored again
 
 
 def model_folder(path, classes=("a", "b", "c")):

@@ -38,7 +38,7 @@ def probe_features(model, splits: list[data.Decoded], pre: data.Preprocess, mean
     """Pooled pre-logit features of every decoded image, as ``zoo finetune --freeze head-only`` computes them on the CPU."""
     from zoo.trainer import FinetuneConfig
 
-    part = feature_cache.split(model) or feature_cache.Split(  # e.g. distilled ViTs, whose classifier is a pair of heads
+    part = feature_cache.split(model) or feature_cache.Cut(  # e.g. distilled ViTs, whose classifier is a pair of heads
         lambda x: model.forward_head(model.forward_features(x), pre_logits=True), None, list(model.modules()))
     layout = backbones.memory_format(model)
     model.to(memory_format=layout).eval()

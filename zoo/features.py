@@ -25,7 +25,7 @@ FORMAT = 1  # bump when what an entry holds changes
 
 
 @dataclass
-class Split:
+class Cut:
     """A model cut into a frozen feature extractor and the head that trains on its output."""
 
     features: Callable[[torch.Tensor], torch.Tensor]
@@ -34,25 +34,25 @@ class Split:
 
     @functools.cached_property
     def key(self) -> str:
-        """:func:`digest`, once per split: the frozen part does not change while its features are computed."""
+        """:func:`digest`, once per cut: the frozen part does not change while its features are computed."""
         return digest(self)
 
 
-def split(model: nn.Module) -> Split | None:
+def split(model: nn.Module) -> Cut | None:
     """The model as features + head, or None when zoo does not know where to cut it."""
     from zoo.backbones import WithHead
 
     if isinstance(model, WithHead):
-        return Split(model.backbone, model.head, list(model.backbone.modules()))
+        return Cut(model.backbone, model.head, list(model.backbone.modules()))
     classifier = model.get_classifier() if hasattr(model, "get_classifier") and hasattr(model, "forward_head") else None
     if not isinstance(classifier, nn.Module):
         return None
     inside = {id(m) for m in classifier.modules()}
-    return Split(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), classifier,
+    return Cut(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), classifier,
                  [m for m in model.modules() if id(m) not in inside])
 
 
-def random_inside(part: Split, model: nn.Module) -> bool:
+def random_inside(part: Cut, model: nn.Module) -> bool:
     """True when the frozen part draws random numbers in training (dropout, drop-path)."""
     from zoo.backbones import timm_model
 
@@ -66,7 +66,7 @@ def random_inside(part: Split, model: nn.Module) -> bool:
     return False
 
 
-def compute(part: Split, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
+def compute(part: Cut, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
             autocast: Callable, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Features of uint8 images, in batches of the training batch size (the model must be in eval mode).
 
@@ -104,13 +104,13 @@ def cpu_bf16() -> bool:
 
 
 @torch.no_grad()
-def same_as_model(part: Split, model: nn.Module, x: torch.Tensor, autocast: Callable) -> bool:
+def same_as_model(part: Cut, model: nn.Module, x: torch.Tensor, autocast: Callable) -> bool:
     """Whether head(features(x)) is exactly model(x): the cut must not change a single bit."""
     with autocast():
         return torch.equal(part.head(part.features(x)), model(x))
 
 
-def digest(part: Split) -> str:
+def digest(part: Cut) -> str:
     """What the frozen part computes: each module's type, children and plain settings, and every weight's bits."""
     h = hashlib.sha256()
     for m in part.frozen:
@@ -134,7 +134,7 @@ def _plain(value) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
-def cached(part: Split, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None,
+def cached(part: Cut, decoded, pre, prepare, batch_size: int, amp_dtype: torch.dtype | None,
            progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """:func:`compute` for a decoded split, read from and kept in ``$ZOO_CACHE/features/``.
 

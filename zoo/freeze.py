@@ -8,12 +8,47 @@ eval mode, so BatchNorm running statistics do not change.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class GroupSetting:
+    """What a freeze policy says about one parameter group for one epoch."""
+
     trainable: bool
-    lr_scale: float = 1.0
+    lr_scale: float = 1.0  # multiplies the learning rate of a trainable group
+
+
+@runtime_checkable
+class FreezePolicy(Protocol):
+    """What a freeze-policy factory returns. Only ``settings`` is required; a policy that changes the
+    model it trains (adapters such as LoRA) adds the optional methods of :class:`PreparesModel`,
+    :class:`FreezesParameters` and :class:`ExportsWeights`, each used only when present."""
+
+    def settings(self, epoch: int, n_groups: int) -> list[GroupSetting]:
+        """One setting per parameter group, stem first, the head last; ``epoch`` counts from 0."""
+        ...
+
+
+@runtime_checkable
+class PreparesModel(Protocol):
+    def prepare(self, model: Any) -> Any:
+        """The model to train, built from ``model`` (e.g. with adapters added); called once, before the groups."""
+        ...
+
+
+@runtime_checkable
+class FreezesParameters(Protocol):
+    def trainable(self, param_name: str) -> bool:
+        """False keeps that parameter (a full name from ``model.named_parameters()``) frozen even in a trainable group."""
+        ...
+
+
+@runtime_checkable
+class ExportsWeights(Protocol):
+    def export(self, model: Any) -> dict:
+        """The state dict to publish, for the model as built before ``prepare`` (adapters merged)."""
+        ...
 
 
 @dataclass
@@ -89,7 +124,7 @@ def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=
     """
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
-    allowed = getattr(policy, "trainable", None)
+    allowed = policy.trainable if isinstance(policy, FreezesParameters) else None
     frozen_norms = []
     for group, setting in zip(groups, settings, strict=False):
         for n in group.params:
@@ -101,15 +136,13 @@ def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=
 
 def prepare(policy, model):
     """The model to train: a policy's optional ``prepare(model)`` may change it (e.g. add adapters)."""
-    hook = getattr(policy, "prepare", None)
-    return hook(model) if hook is not None else model
+    return policy.prepare(model) if isinstance(policy, PreparesModel) else model
 
 
 def export_state(policy, model) -> dict:
     """The weights to publish: a policy's optional ``export(model)`` returns a state dict for the
     original architecture (adapters merged), so plain timm loads the result."""
-    hook = getattr(policy, "export", None)
-    return hook(model) if hook is not None else model.state_dict()
+    return policy.export(model) if isinstance(policy, ExportsWeights) else model.state_dict()
 
 
 def train_mode(model, frozen_norms) -> None:
@@ -119,7 +152,7 @@ def train_mode(model, frozen_norms) -> None:
         module.eval()
 
 
-def schedule(policy, n_groups: int, epochs: int) -> list[tuple[int, list[GroupSetting]]]:
+def schedule(policy: FreezePolicy, n_groups: int, epochs: int) -> list[tuple[int, list[GroupSetting]]]:
     """The epochs at which the policy's settings change, with the settings from then on."""
     changes, last = [], None
     for epoch in range(max(1, epochs)):

@@ -197,9 +197,12 @@ test = ["pytest"]
 py-modules = ["{module}"]
 '''
 
-MODULE = '''"""{name}: a zoo plugin. Each function marked @hookimpl implements one of zoo's hooks."""
+MODULE = '''"""{name}: a zoo plugin. Each function marked @hookimpl implements one of zoo's hooks.
 
-from zoo import hookimpl
+It imports from zoo only ``zoo.api``, the plugin API (see zoo's docs/plugins.md).
+"""
+
+from zoo.api import hookimpl, number
 
 
 @hookimpl
@@ -211,13 +214,11 @@ def dropout_linear_head(model, num_classes, p=0.2):
     """Head factory: the timm model, the number of classes, then the --head-opt options."""
     from torch import nn  # heavy imports belong inside factories: zoo list stays fast
 
-    from zoo import UsageError
-    from zoo.backbones import WithHead
+    from zoo.api import WithHead, feature_dim  # these import torch too
 
-    if not 0 <= float(p) < 1:
-        raise UsageError(f"head option p must be in [0, 1), got {{p}}")
+    p = number(p, "head '{head}': p", at_least=0, below=1)  # a bad value is one line, exit code 2
     model.reset_classifier(0)  # the timm model now returns pooled features
-    return WithHead(model, nn.Sequential(nn.Dropout(float(p)), nn.Linear(model.num_features, num_classes)))
+    return WithHead(model, nn.Sequential(nn.Dropout(p), nn.Linear(feature_dim(model), num_classes)))
 '''
 
 README = '''# {name}
@@ -244,12 +245,19 @@ globals().update(plugin_fixtures("{name}", "{entry}"))
 
 TEST = '''"""Runs against the installed plugin, through zoo's real plugin loading."""
 
+import pytest
+
 import zoo
-from zoo.plugins import get_plugins
+from zoo.testing import build_model, registered
 
 
 def test_head_is_registered():
-    assert "{head}" in get_plugins().collect("heads")
+    assert "{head}" in registered("heads")
+
+
+def test_a_bad_option_is_a_usage_error():
+    with pytest.raises(zoo.UsageError, match=r"p must be in \\[0, 1\\), got 2"):
+        build_model("test_resnet", num_classes=4, head="{head}", head_opts={{"p": 2}}, pretrained=False)
 
 
 def test_head_trains_and_the_run_loads(tmp_path):

@@ -20,6 +20,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -298,13 +299,21 @@ class Guarded:
     naming the plugin, as its factory does. Attributes it lacks are missing here too (hasattr works)."""
 
     def __init__(self, obj: Any, label: str):
+        import inspect
+
         self._obj, self._label = obj, label
+        # Its methods are also set on this object: isinstance() against a runtime Protocol
+        # (zoo.freeze.FreezePolicy) looks attributes up statically from Python 3.12 on, past __getattr__.
+        for attr in dir(obj):
+            raw = inspect.getattr_static(obj, attr, None)  # no property runs here
+            if not attr.startswith("_") and (callable(raw) or isinstance(raw, (staticmethod, classmethod))):
+                setattr(self, attr, self._guard(attr, getattr(obj, attr)))
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._obj, attr)
-        if not callable(value):
-            return value
+        return self._guard(attr, value) if callable(value) else value
 
+    def _guard(self, attr: str, value: Callable) -> Callable:
         def call(*args, **kwargs):
             from zoo.errors import ZooError
 

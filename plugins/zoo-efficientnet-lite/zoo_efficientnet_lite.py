@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from zoo import ZooError, hookimpl
+from zoo.api import ZooError, hookimpl
 
 FORMAT = 1  # of the cached folder; a new format makes new folders
 
@@ -65,8 +65,7 @@ def zoo_register_backbones(register):
 
 def model_folder(name: str) -> Path:
     """The timm model folder for ``name`` in zoo's cache, made from the package's file when missing or damaged."""
-    from zoo.data import cache_dir
-    from zoo.plugins import warn
+    from zoo.api import cache_dir, warn
 
     w = WEIGHTS[name]
     folder = cache_dir() / "efficientnet-lite" / f"{name}-{w.sha256[:8]}"

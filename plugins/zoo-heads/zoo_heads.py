@@ -4,7 +4,7 @@
 * ``attn-pool``: a learned query attends over the backbone's unpooled features (a CNN's
   feature-map positions or a ViT's tokens), then a linear classifier.
 
-Both wrap the timm model in ``zoo.backbones.WithHead``. torch is imported inside the factories
+Both wrap the timm model in ``zoo.api.WithHead``. torch is imported inside the factories
 only, so that ``zoo list`` stays fast.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from zoo import UsageError, hookimpl
+from zoo.api import UsageError, flag, hookimpl, number
 
 
 @hookimpl
@@ -26,48 +26,32 @@ def zoo_register_heads(register):
 
 def cosine_head(model, num_classes: int, scale: float = 16.0, learn_scale: bool = False):
     """The timm model without its classifier, then a cosine classifier."""
-    from zoo.backbones import WithHead
+    from zoo.api import WithHead, feature_dim
 
-    scale = _number("cosine", "scale", scale)
-    if scale <= 0:
-        raise UsageError(f"head 'cosine': scale must be positive, got {scale}")
-    if not isinstance(learn_scale, bool):
-        raise UsageError(f"head 'cosine': learn_scale must be true or false, got {learn_scale!r}")
+    scale = number(scale, "head 'cosine': scale", positive=True)
+    learn_scale = flag(learn_scale, "head 'cosine': learn_scale")
     model.reset_classifier(0)  # the timm model now returns pooled features
-    # Models with a pre-logits layer (e.g. MobileNetV3) pool to head_hidden_size, not num_features.
-    dim = getattr(model, "head_hidden_size", None) or model.num_features
-    return WithHead(model, _classes().CosineClassifier(dim, int(num_classes), scale, learn_scale))
+    return WithHead(model, _classes().CosineClassifier(feature_dim(model), int(num_classes), scale, learn_scale))
 
 
 def attention_pool_head(model, num_classes: int, heads: int | str = "auto", dropout: float = 0.0):
     """The timm model returning unpooled features, then attention pooling and a linear layer."""
-    from zoo.backbones import WithHead
+    from zoo.api import WithHead
 
     # MobileNetV3-style models apply their conv_head after the (now skipped) pooling: it widens the map.
     dim = model.head_hidden_size if hasattr(model, "conv_head") else model.num_features
     if heads == "auto":
         heads = next(h for h in (8, 4, 2, 1) if dim % h == 0)
-    heads = int(_number("attn-pool", "heads", heads))
+    heads = number(heads, "head 'attn-pool': heads", whole=True)
     if heads < 1 or dim % heads:
         raise UsageError(f"head 'attn-pool': heads must be a positive divisor of the feature width {dim}, got {heads}")
-    dropout = _number("attn-pool", "dropout", dropout)
-    if not 0 <= dropout < 1:
-        raise UsageError(f"head 'attn-pool': dropout must be in [0, 1), got {dropout}")
+    dropout = number(dropout, "head 'attn-pool': dropout", at_least=0, below=1)
     try:
         model.reset_classifier(0, global_pool="")  # no pooling: (B, C, H, W) from CNNs, (B, N, C) from ViTs
     except (TypeError, ValueError, AssertionError) as exc:
         raise UsageError(f"head 'attn-pool' needs a backbone that can return unpooled features; "
                          f"{type(model).__name__} cannot ({exc})") from None
     return WithHead(model, _classes().AttentionPool(dim, int(num_classes), heads, dropout))
-
-
-def _number(head: str, name: str, value) -> float:
-    if isinstance(value, bool):
-        raise UsageError(f"head '{head}': {name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"head '{head}': {name} must be a number, got {value!r}") from None
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from zoo import UsageError, ZooError, hookimpl
+from zoo.api import UsageError, ZooError, hookimpl, natural_key
 
 COMMON_KEYS = ("image", "label", "train", "val", "test")
 HUB_KEYS = ("config", "revision")
@@ -144,7 +144,7 @@ def pick_column(features, wanted: str | None, kind: str, names: tuple[str, ...],
 
 def convert(name: str, source, options: dict):
     """A zoo Dataset from a datasets.DatasetDict."""
-    from zoo.data import Dataset
+    from zoo.api import Dataset
 
     splits = pick_splits(source, options, name)
     train = source[splits["train"]]
@@ -182,8 +182,6 @@ def class_names(train, label_col: str, name: str) -> tuple[list[str], dict]:
     if not values:
         raise UsageError(f"{name}: column '{label_col}' has no labels")
     if all(isinstance(v, str) for v in values):
-        from zoo.registry import natural_key
-
         ordered = sorted(values, key=natural_key)
         return ordered, {v: i for i, v in enumerate(ordered)}
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -197,7 +195,7 @@ def make_split(part, split: str, image_col: str, rows: list[int], labels: list[i
     """A zoo Split reading one image at a time from the (memory-mapped) arrow table."""
     import numpy as np
 
-    from zoo.data import Split
+    from zoo.api import Split
 
     images = part.select_columns([image_col])
     # datasets' own fingerprint of the table changes with the data files (or the saved dataset).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from zoo import UsageError, hookimpl
+from zoo.api import FreezePolicy, GroupSetting, UsageError, hookimpl, number
 
 
 @hookimpl
@@ -36,41 +36,24 @@ def _matches(module: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(module, p) or fnmatch.fnmatchcase(module, "*." + p) for p in patterns)
 
 
-class LoRA:
+class LoRA(FreezePolicy):
     """The ``lora`` policy: every group trains, but only the adapters and the head have trainable weights."""
 
     def __init__(self, r=8, alpha=16, dropout=0.0, target=None, exclude=None):
-        def number(name, value, kind):
-            if isinstance(value, bool):
-                raise UsageError(f"freeze option {name} must be a number, got {value!r}")
-            try:
-                out = kind(value)
-            except (TypeError, ValueError):
-                raise UsageError(f"freeze option {name} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
-            if kind is int and out != float(value):
-                raise UsageError(f"freeze option {name} must be a whole number, got {value!r}")
-            return out
-
-        self.r, self.alpha, self.dropout = number("r", r, int), number("alpha", alpha, float), number("dropout", dropout, float)
-        if self.r < 1:
-            raise UsageError(f"freeze option r must be at least 1, got {self.r}")
-        if self.alpha <= 0:
-            raise UsageError(f"freeze option alpha must be positive, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"freeze option dropout must be in [0, 1), got {self.dropout}")
+        self.r = number(r, "freeze option r", whole=True, at_least=1)
+        self.alpha = number(alpha, "freeze option alpha", positive=True)
+        self.dropout = number(dropout, "freeze option dropout", at_least=0, below=1)
         self.target, self.exclude = _patterns("target", target), _patterns("exclude", exclude)
         self.head: set[str] = set()  # the head's parameter names, found by prepare
 
     def settings(self, epoch, n_groups):
-        from zoo.freeze import GroupSetting
-
         return [GroupSetting(trainable=True)] * n_groups
 
     def prepare(self, model):
         """Adds LoRA adapters in place: the model keeps its class and its other parameter names."""
         from peft import LoraConfig, inject_adapter_in_model
 
-        from zoo.backbones import WithHead, classifier_param_names
+        from zoo.api import WithHead, classifier_param_names
 
         if isinstance(model, WithHead):
             self.head = {n for n, _ in model.named_parameters() if n.startswith("head.")}

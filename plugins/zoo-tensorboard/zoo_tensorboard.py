@@ -16,7 +16,7 @@ import os
 import weakref
 from pathlib import Path
 
-from zoo import hookimpl
+from zoo.api import hookimpl
 
 ENV_DIR = "ZOO_TENSORBOARD_DIR"
 _writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # trainer -> its SummaryWriter

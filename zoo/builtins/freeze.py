@@ -1,10 +1,10 @@
 """Built-in freeze policies. A policy maps (epoch, number of parameter groups) to one
-``GroupSetting`` per group, stem first and the head last (see zoo.freeze)."""
+``GroupSetting`` per group, stem first and the head last (see zoo.freeze). Written against the
+plugin API, as a plugin's would be."""
 
 from __future__ import annotations
 
-from zoo.errors import UsageError
-from zoo.hookspecs import hookimpl
+from zoo.api import GroupSetting, hookimpl, number
 
 
 @hookimpl
@@ -22,9 +22,7 @@ class Policy:
     def __init__(self, fn, **options):
         self.fn, self.options = fn, options
 
-    def settings(self, epoch: int, n_groups: int):
-        from zoo.freeze import GroupSetting
-
+    def settings(self, epoch: int, n_groups: int) -> list[GroupSetting]:
         return [GroupSetting(bool(t), float(s)) for t, s in self.fn(epoch, n_groups)]
 
 
@@ -36,21 +34,8 @@ def _head_only(epoch, n):
     return [(False, 0.0)] * (n - 1) + [(True, 1.0)]
 
 
-def _positive(name, value, kind=int):
-    try:
-        number = float(value)
-        if kind is int and number != int(number):
-            raise ValueError
-        value = kind(number)
-    except (TypeError, ValueError):
-        raise UsageError(f"freeze option {name} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
-    if value <= 0:
-        raise UsageError(f"freeze option {name} must be positive, got {value}")
-    return value
-
-
 def last_n(n=1):
-    n = _positive("n", n)
+    n = number(n, "freeze option n", whole=True, positive=True)
     return Policy(lambda epoch, groups: [(i >= groups - 1 - n, float(i >= groups - 1 - n)) for i in range(groups)], n=n)
 
 
@@ -59,10 +44,10 @@ def _decayed(decay, groups):
 
 
 def gradual(k=1, decay=0.5):
-    k, decay = _positive("k", k), _positive("decay", decay, float)
+    k, decay = number(k, "freeze option k", whole=True, positive=True), number(decay, "freeze option decay", positive=True)
     return Policy(lambda epoch, groups: _head_only(epoch, groups) if epoch < k else _decayed(decay, groups), k=k, decay=decay)
 
 
 def layer_decay(decay=0.75):
-    decay = _positive("decay", decay, float)
+    decay = number(decay, "freeze option decay", positive=True)
     return Policy(lambda epoch, groups: _decayed(decay, groups), decay=decay)

@@ -1,10 +1,11 @@
 """Built-in heads. A head factory takes the timm model and the class count and returns the
 model to train: ``linear`` keeps timm's own classifier (so plain timm loads the result);
-other heads wrap the pooled features in a :class:`zoo.backbones.WithHead`."""
+other heads wrap the pooled features in a :class:`zoo.api.WithHead`. Written against the
+plugin API, as a plugin's would be."""
 
 from __future__ import annotations
 
-from zoo.hookspecs import hookimpl
+from zoo.api import hookimpl, number
 
 
 @hookimpl
@@ -22,10 +23,10 @@ def linear(model, num_classes: int):
 def mlp(model, num_classes: int, hidden: int = 256, dropout: float = 0.1):
     from torch import nn
 
-    from zoo.backbones import WithHead, feature_dim
+    from zoo.api import WithHead, feature_dim
 
+    hidden = number(hidden, "head 'mlp': hidden", whole=True, positive=True)
+    dropout = number(dropout, "head 'mlp': dropout", at_least=0, below=1)
     model.reset_classifier(0)
-    head = nn.Sequential(
-        nn.Linear(feature_dim(model), int(hidden)), nn.ReLU(inplace=True), nn.Dropout(float(dropout)), nn.Linear(int(hidden), num_classes)
-    )
+    head = nn.Sequential(nn.Linear(feature_dim(model), hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
     return WithHead(model, head)

@@ -21,9 +21,7 @@ import torch
 import zoo_efficientnet_lite as lite
 
 import zoo
-from zoo import backbones
-from zoo.plugins import get_plugins
-from zoo.registry import resolve
+from zoo.testing import build_model, registered
 
 NAMES = list(lite.WEIGHTS)
 PHOTOS = Path(util.find_spec("skimage").submodule_search_locations[0]) / "data"  # scikit-image's real photos
@@ -66,12 +64,12 @@ def listed(value):
 
 
 def build(name: str = "efficientnet-lite0", num_classes: int = 1000):
-    return backbones.create(resolve(name), num_classes=num_classes).eval()
+    return build_model(name, num_classes=num_classes).eval()
 
 
 # -- registration --------------------------------------------------------------------------------
 def test_three_backbones_are_registered_with_their_metadata():
-    entries = get_plugins().collect("backbones")
+    entries = registered("backbones")
     rows = {r["name"]: r for r in zoo.list_backbones("efficientnet-lite")}
     assert set(rows) == set(NAMES)
     for name, top1, size in (("efficientnet-lite0", 75.1, 224), ("efficientnet-lite1", 76.7, 240), ("efficientnet-lite2", 77.6, 260)):

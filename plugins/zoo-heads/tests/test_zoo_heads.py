@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import zoo
-from zoo.plugins import get_plugins
+from zoo.testing import build_model, registered
 
 FAST = ["--data", "digits", "--shots", "10", "--no-pretrained", "--img-size", "32", "--epochs", "1",
         "--batch-size", "16", "--aug", "none", "--device", "cpu", "--quiet"]
 
 
 def test_heads_are_registered_by_this_plugin():
-    heads = get_plugins().collect("heads")
+    heads = registered("heads")
     assert heads["cosine"].plugin == "heads"
     assert heads["attn-pool"].plugin == "heads"
     assert "scale" in heads["cosine"].description
@@ -72,8 +72,5 @@ def test_attention_pool_trains_on_cnn_and_vit(cli, tmp_path, backbone, extra, fe
     ("cosine", {"learn_scale": "maybe"}, "learn_scale must be true or false"),
 ])
 def test_bad_options_are_usage_errors(head, options, message):
-    from zoo.backbones import create
-    from zoo.registry import resolve
-
     with pytest.raises(zoo.UsageError, match=message):
-        create(resolve("test_vit"), num_classes=3, head=head, head_opts=options, pretrained=False, model_args={"img_size": 32})
+        build_model("test_vit", num_classes=3, head=head, head_opts=options, pretrained=False, model_args={"img_size": 32})

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo import UsageError
-from zoo.data import open_dataset
+from zoo.api import UsageError
+from zoo.testing import open_dataset
 
 CLASSES = ("cat", "dog", "fox")
 FAST = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "16", "--aug", "none",

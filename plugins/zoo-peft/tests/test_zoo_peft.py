@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from zoo import UsageError, hookimpl
-from zoo.plugins import get_plugins
+from zoo.api import UsageError, classifier_param_names, hookimpl
+from zoo.testing import add_plugin, build_model, build_policy, reload_plugins
 
 FAST = dict(data="digits", shots=10, pretrained=False, img_size=32, batch_size=16, aug="none", device="cpu", seed=0)
 VIT = {"img_size": 32}
@@ -27,7 +27,7 @@ class Watch:
 
 def lora_model_is_trained(backbone, model_args, tmp_path):
     watch = Watch()
-    get_plugins().add(watch, "watch")
+    add_plugin(watch, "watch")
     result = zoo.finetune(backbone, out=tmp_path / "run", freeze="lora", model_args=model_args, epochs=1, **FAST)
     return result.run_dir, watch
 
@@ -38,9 +38,6 @@ def lora_model_is_trained(backbone, model_args, tmp_path):
 ])
 def test_only_adapters_and_head_change_and_the_export_loads_in_plain_timm(tmp_path, monkeypatch, backbone, model_args, adapted):
     import timm
-
-    from zoo import plugins
-    from zoo.backbones import classifier_param_names
 
     run, watch = lora_model_is_trained(backbone, model_args, tmp_path)
     trained = watch.model.eval()
@@ -71,7 +68,7 @@ def test_only_adapters_and_head_change_and_the_export_loads_in_plain_timm(tmp_pa
         assert not any("lora" in n for n in loaded.state_dict())
         torch.testing.assert_close(loaded(x), expected, atol=1e-5, rtol=1e-4)
         monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")  # zoo without zoo-peft loads the published model
-        plugins.reset()
+        reload_plugins()
         torch.testing.assert_close(zoo.load(run)[0](x), expected, atol=1e-5, rtol=1e-4)
     assert any(not torch.equal(state[n], plain_w) for n, plain_w in
                ((f"{a}.weight", watch.start[f"{a}.base_layer.weight"]) for a in adapted))  # merged, not the base
@@ -79,12 +76,8 @@ def test_only_adapters_and_head_change_and_the_export_loads_in_plain_timm(tmp_pa
 
 def test_head_plugin_trains_fully_and_options_pick_layers():
     """With a WithHead head (zoo's mlp) and target/exclude patterns; no training needed."""
-    from zoo.backbones import create
-    from zoo.plugins import build
-    from zoo.registry import resolve
-
-    model = create(resolve("test_vit"), num_classes=3, head="mlp", pretrained=False, model_args=VIT)
-    policy = build("freeze", "lora", r=4, alpha=8, target="qkv,mlp.fc*", exclude=["blocks.[1-5].*", "blocks.0.mlp.fc2"])
+    model = build_model("test_vit", num_classes=3, head="mlp", pretrained=False, model_args=VIT)
+    policy = build_policy("lora", r=4, alpha=8, target="qkv,mlp.fc*", exclude=["blocks.[1-5].*", "blocks.0.mlp.fc2"])
     model = policy.prepare(model)
     adapted = sorted({n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n})
     assert adapted == ["backbone.blocks.0.attn.qkv", "backbone.blocks.0.mlp.fc1"]
@@ -102,13 +95,9 @@ def test_head_plugin_trains_fully_and_options_pick_layers():
     ({"target": "no_such_layer"}, "no Linear or Conv2d layer in target=no_such_layer"),
 ])
 def test_bad_options_are_usage_errors(options, message):
-    from zoo.backbones import create
-    from zoo.plugins import build
-    from zoo.registry import resolve
-
     with pytest.raises(UsageError, match=message):
-        policy = build("freeze", "lora", **options)
-        policy.prepare(create(resolve("test_resnet"), num_classes=3, pretrained=False))
+        policy = build_policy("lora", **options)
+        policy.prepare(build_model("test_resnet", num_classes=3, pretrained=False))
 
 
 class StopAfterOneEpoch:
@@ -120,16 +109,17 @@ class StopAfterOneEpoch:
 
 
 def test_resume_continues_the_adapters_exactly(cli, tmp_path):
-    from zoo.rundir import LAST, load_checkpoint
+    def last_checkpoint(run):  # the training state --resume reads
+        return torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
 
     options = dict(freeze="lora", freeze_opts={"r": 4}, epochs=2, **FAST)
     straight = zoo.finetune("test_resnet", out=tmp_path / "straight", **options).run_dir
-    get_plugins().add(StopAfterOneEpoch(), "stop")
+    add_plugin(StopAfterOneEpoch(), "stop")
     resumed = zoo.finetune("test_resnet", out=tmp_path / "resumed", **options).run_dir
     assert [json.loads(line)["epoch"] for line in (resumed / "metrics.jsonl").read_text().splitlines()] == [1]
     cli("finetune", "--resume", resumed, "--quiet")  # a new process: the adapters come back from checkpoints/last.pt
     assert [json.loads(line)["epoch"] for line in (resumed / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    a, b = load_checkpoint(straight / LAST)["model"], load_checkpoint(resumed / LAST)["model"]
+    a, b = last_checkpoint(straight)["model"], last_checkpoint(resumed)["model"]
     assert a.keys() == b.keys() and any(".lora_A." in k for k in a)
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)

@@ -18,7 +18,7 @@ def zoo_register_heads(register):
 def twin(model, num_classes: int):
     from torch import nn
 
-    from zoo.backbones import WithHead, feature_dim
+    from zoo.api import WithHead, feature_dim
 
     if os.environ.get("ZOO_CLASH_LOG"):
         with open(os.environ["ZOO_CLASH_LOG"], "a") as f:

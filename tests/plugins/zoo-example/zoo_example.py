@@ -30,7 +30,7 @@ def cosine_head(model, num_classes: int, scale: float = 10.0):
     from torch import nn
     from torch.nn import functional as F
 
-    from zoo.backbones import WithHead
+    from zoo.api import WithHead
 
     class CosineClassifier(nn.Module):
         """logits = scale * cos(features, class weights)."""
@@ -75,8 +75,7 @@ def npz_dataset(arg=None):
     """A numpy .npz file as a zoo dataset with one 'train' split (zoo holds out the validation part)."""
     import numpy as np
 
-    from zoo.data import Dataset, array_split
-    from zoo.errors import UsageError
+    from zoo.api import Dataset, UsageError, array_split
 
     if not arg:
         raise UsageError("npz needs a file: --data npz:FILE or --data FILE.npz")
