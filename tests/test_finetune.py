@@ -817,7 +817,7 @@ def test_crop_pct_is_used_for_training_and_saved_for_prediction(tmp_path):
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["pretrained_cfg"]["crop_pct"] == 1.0
     assert backbones.load(tmp_path / "r").preprocess.crop_pct == 1.0  # zoo predict crops as training did
-    with pytest.raises(UsageError, match=r"--crop-pct must be in \(0, 1\], got 1.5"):
+    with pytest.raises(UsageError, match=r"crop_pct must be a number in \(0, 1\], got 1.5"):
         FinetuneConfig(**dict(FAST, data="digits", crop_pct=1.5)).validate()
 
 
