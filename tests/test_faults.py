@@ -144,7 +144,7 @@ def _one_line(done: subprocess.CompletedProcess) -> str:
     (LAST, 5, lambda run: 30_000),  # between best.safetensors and last.pt: torch.save's own write fails
     ("model.safetensors", 4, lambda run: 8_000),  # a finished run, resumed: it exports again
     ("loss.png", 4, lambda run: 20_000),  # the weights fit, the first plot does not
-])
+], ids=["metrics.jsonl", "last.pt", "model.safetensors", "loss.png"])
 def test_a_full_disk_at_any_file_stops_with_one_line_keeps_the_file_and_resume_works(tmp_path, tiny_run, name, epochs, limit):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
