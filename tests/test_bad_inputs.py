@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ class Call:
     subprocess: bool = False  # for cases that need their own environment (huggingface_hub reads it at import)
     env: dict = field(default_factory=dict)
     cleanup: object = None  # called after the command ran
+    file_size_limit: int | None = None  # bytes any file may grow to (RLIMIT_FSIZE), as a full disk would allow; needs subprocess
 
 
 CASES = {}
@@ -681,6 +683,41 @@ def case_negative_patience(tmp, good_run):
     return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--patience", "-1", "--out", tmp / "out"], out=tmp / "out")
 
 
+# -- failures once training began: nothing is left that a rerun would refuse -----------------------------
+@case
+def case_learning_rate_that_diverges(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--lr", "1e30", "--out", tmp / "out"], out=tmp / "out")
+
+
+@case
+def case_freeze_policy_failing_after_training_began(tmp, good_run):
+    from zoo import hookimpl
+    from zoo.freeze import GroupSetting
+    from zoo.plugins import get_plugins
+
+    class Merging:
+        def settings(self, epoch, n_groups):
+            return [GroupSetting(True, 1.0)] * n_groups
+
+        def export(self, model):  # called for the first best checkpoint, after run_config.yaml and metrics.jsonl exist
+            raise ValueError("cannot merge the adapters")
+
+    class Plugin:
+        @hookimpl
+        def zoo_register_freeze_policies(self, register):
+            register("merging", Merging)
+
+    get_plugins().add(Plugin(), "zoo-merging")
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", "--freeze", "merging", *TINY, "--out", tmp / "out"],
+                out=tmp / "out")
+
+
+@case
+def case_disk_full_at_the_first_checkpoint(tmp, good_run):
+    return Call(["finetune", "test_resnet", "--data", "synthetic:4", *TINY, "--out", tmp / "out"], out=tmp / "out", subprocess=True,
+                file_size_limit=64 * 1024)  # run_config.yaml and metrics.jsonl fit, best.safetensors does not
+
+
 # -- the checks ------------------------------------------------------------------------------------
 def documented() -> dict[str, str]:
     """case name -> message, from the table rows ``| `case` | input | `message` |`` of the docs' catalogue
@@ -717,8 +754,10 @@ def test_bad_input(name, tmp_path, good_run, run, monkeypatch):
     call = CASES[name](tmp_path, good_run)
     before = {k: v for k, v in snapshot(tmp_path).items() if not k.endswith(".lock")}  # a lock goes with its holder
     if call.subprocess:
+        limit = call.file_size_limit
         done = subprocess.run([sys.executable, "-m", "zoo", *map(str, call.args)], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, **call.env})
+                              env={**os.environ, **call.env},
+                              preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))) if limit else None)
         code, stderr, stdout = done.returncode, done.stderr, done.stdout
     else:
         for key, value in call.env.items():

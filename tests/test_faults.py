@@ -6,6 +6,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo import hookimpl
 from zoo.rundir import BEST, LAST, METRICS, RUN_CONFIG
 
 ARGS = ["test_resnet", "--data", "digits", "--shots", "20", "--no-pretrained", "--img-size", "32", "--epochs", "4",
@@ -106,6 +108,167 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     again = subprocess.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
+
+
+# -- a full disk at each file a run writes ------------------------------------------------------------
+# A ViT this small (model.safetensors 15 KB, last.pt 60 KB) lets a file-size limit fall between any two files.
+TINY_VIT = ["test_vit", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--batch-size", "8", "--aug", "none",
+            "--model-arg", "embed_dim=4", "--model-arg", "depth=1", "--model-arg", "num_heads=1", "--model-arg", "img_size=32",
+            "--quiet"]
+
+
+def _zoo(*args, limit: int | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(limit) if limit else None)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished four-epoch run of the tiny ViT."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    done = _zoo("finetune", *TINY_VIT, "--epochs", "4", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, epochs, limit", [
+    (METRICS, 5, lambda run: max((run / METRICS).stat().st_size, (run / RUN_CONFIG).stat().st_size) + 50),  # the next line
+    (LAST, 5, lambda run: 30_000),  # between best.safetensors and last.pt: torch.save's own write fails
+    ("model.safetensors", 4, lambda run: 8_000),  # a finished run, resumed: it exports again
+    ("loss.png", 4, lambda run: 20_000),  # the weights fit, the first plot does not
+], ids=["metrics.jsonl", "last.pt", "model.safetensors", "loss.png"])
+def test_a_full_disk_at_any_file_stops_with_one_line_keeps_the_file_and_resume_works(tmp_path, tiny_run, name, epochs, limit):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    failed = _zoo("finetune", "--resume", run, "--epochs", epochs, "--quiet", limit=limit(run))
+    assert failed.returncode == 1
+    line = _one_line(failed)
+    assert line.startswith(f"Error: cannot write {run / name}: disk full or file too large: File too large;"), line
+    assert (run / name).read_bytes() == before[Path(name)]  # the previous version is intact
+    assert (run / LAST).read_bytes() == before[Path(LAST)]
+    assert not list(run.rglob("*.tmp")) and not (run / ".lock").exists()
+    again = _zoo("finetune", "--resume", run, "--epochs", epochs, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert [r["epoch"] for r in metrics(run)] == list(range(1, epochs + 1))
+    assert (run / "README.md").is_file()
+
+
+# -- a run that fails before its first checkpoint leaves its --out reusable -------------------------
+class _FailingPolicy:
+    """Everything trains, but exporting the weights fails: at the first best checkpoint, after run_config.yaml exists."""
+
+    @hookimpl
+    def zoo_register_freeze_policies(self, register):
+        from zoo.freeze import GroupSetting
+
+        class Broken:
+            def settings(self, epoch, n_groups):
+                return [GroupSetting(True, 1.0)] * n_groups
+
+            def export(self, model):
+                raise ValueError("cannot merge the adapters")
+
+        register("broken-export", Broken)
+
+
+class _FailingHead:
+    """A head whose forward raises: a bug, shown with its traceback, in the first step."""
+
+    @hookimpl
+    def zoo_register_heads(self, register):
+        def broken(model, num_classes):
+            def fail(module, args, output):
+                raise RuntimeError("shape mismatch in the plugin head")
+
+            model.register_forward_hook(fail)
+            return model
+
+        register("broken", broken)
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_and_the_same_out_runs_again(tmp_path, run):
+    from zoo.plugins import get_plugins
+
+    get_plugins().add(_FailingPolicy(), "zoo-failing-policy")
+    get_plugins().add(_FailingHead(), "zoo-failing-head")
+    out = tmp_path / "run"
+    base = ["finetune", "test_resnet", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--epochs", "1",
+            "--batch-size", "8", "--aug", "none", "--quiet", "--out", out]
+    failed = run(*base, "--freeze", "broken-export")
+    assert failed.exit_code == 1
+    assert failed.stderr.strip() == ("Error: freeze policy 'broken-export' (plugin 'zoo-failing-policy') failed in export(): "
+                                     "ValueError: cannot merge the adapters")
+    assert not out.exists()
+    with pytest.raises(RuntimeError, match="shape mismatch in the plugin head"):
+        run(*base, "--head", "broken")
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays, empty
+    failed = run(*base, "--lr", "1e30")
+    assert failed.exit_code == 1 and failed.stderr.startswith("Error: training diverged at epoch 1, step ")
+    assert list(out.iterdir()) == []
+    done = run(*base)
+    assert done.exit_code == 0, done.stderr
+    assert (out / "model.safetensors").is_file() and not (out / ".lock").exists()
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_nothing_and_the_same_out_runs_again(tmp_path):
+    out = tmp_path / "run"
+    failed = _zoo("finetune", *TINY_VIT, "--epochs", "1", "--out", out, limit=8_000)  # best.safetensors is 15 KB
+    assert failed.returncode == 1
+    assert _one_line(failed).startswith(f"Error: cannot write {out / BEST}: disk full or file too large:")
+    assert not out.exists()
+    done = _zoo("finetune", *TINY_VIT, "--epochs", "1", "--out", out)
+    assert done.returncode == 0, done.stderr
+
+
+# -- divergence ----------------------------------------------------------------------------------------------
+class _Poison:
+    """Makes one value of the model (or its EMA) nan after the first epoch, as a buggy plugin could."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    @hookimpl
+    def zoo_on_epoch_end(self, trainer, epoch, metrics):
+        import torch
+
+        if epoch == 1:
+            model = trainer.ema.module if self.where == "ema" else trainer.model
+            tensor = next(t for n, t in model.state_dict().items() if (self.where == "buffer") == ("running_var" in n))
+            tensor[(0,) * tensor.dim()] = torch.nan
+
+
+@pytest.mark.parametrize("where", ["weight", "buffer", "ema"])
+def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, run, where):
+    from zoo.plugins import get_plugins, reset
+
+    out = tmp_path / "run"
+    args = ["test_resnet", "--data", "synthetic:4", "--no-pretrained", "--img-size", "32", "--epochs", "3", "--batch-size", "8",
+            "--aug", "none", "--ema-decay", "0.5", "--quiet"]
+    get_plugins().add(_Poison(where), "zoo-poison")
+    failed = run("finetune", *args, "--out", out)
+    assert failed.exit_code == 1
+    what = "loss" if where == "weight" else "weights"  # a nan weight shows in the next loss; a nan statistic only in the weights
+    assert failed.stderr.strip() == (f"Error: training diverged at epoch 2, step {1 if what == 'loss' else 2} of 2: the {what} "
+                                     f"became nan or inf; start again with a lower --lr (this run's is 0.05), or add --clip-grad 1.0 "
+                                     f"or --warmup-epochs 1; the last good checkpoint stays in {out / LAST}")
+    assert [r["epoch"] for r in metrics(out)] == [1]
+    assert not (out / "model.safetensors").exists()
+    assert all(torch.isfinite(t).all() for t in tensors(out / LAST).values())
+    assert all(torch.isfinite(t).all() for t in tensors(out / BEST).values())
+    reset()  # without the plugin, the run resumes from its last good checkpoint
+    done = run("finetune", "--resume", out, "--quiet")
+    assert done.exit_code == 0, done.stderr
+    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3]
 
 
 # -- signals while images decode in worker processes, or while frozen features are computed ----------

@@ -52,7 +52,7 @@ class StopAt(Reporter):
         super().__init__()
         self.at = (epoch, batch)
 
-    def batch(self, trainer, n, loss):
+    def on_batch(self, trainer, n, loss):
         if (trainer.epoch, trainer.batch) == self.at:
             trainer.interrupted = True
 
@@ -63,7 +63,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, stop):
     full = zoo.finetune(data="synthetic", out=tmp_path / "full", **opts)
     reporter = StopAt(*stop)
     if not stop[1]:  # interrupt right after an epoch's checkpoint
-        reporter.epoch = lambda trainer, record: setattr(trainer, "interrupted", record["epoch"] == stop[0])
+        reporter.on_epoch_end = lambda trainer, epoch, metrics: setattr(trainer, "interrupted", epoch == stop[0])
     with pytest.raises(Interrupted, match=f"resume with: zoo finetune --resume {tmp_path / 'part'}"):
         zoo.finetune(data="synthetic", out=tmp_path / "part", reporter=reporter, **opts)
     assert not (tmp_path / "part" / "model.safetensors").exists()
@@ -424,7 +424,7 @@ def test_nothing_trainable_is_refused(tmp_path):
 
 def test_early_stopping_with_patience(tmp_path):
     class Plateau(Reporter):
-        def epoch(self, trainer, record):
+        def on_epoch_end(self, trainer, epoch, metrics):
             trainer.best = {"score": 2.0, "epoch": 1, "metrics": trainer.best["metrics"]}  # nothing can beat it
 
     result = zoo.finetune(data="synthetic", out=tmp_path / "r", patience=2, reporter=Plateau(), **dict(FAST, epochs=10))

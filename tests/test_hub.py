@@ -666,6 +666,7 @@ def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp
     result, stderr = client(server, homes(), f"""
         import os
         from pathlib import Path
+        from types import SimpleNamespace
         from zoo import hub
         from zoo.errors import ZooError
         from zoo.trainer import FinetuneConfig, Trainer
@@ -700,7 +701,8 @@ def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp
             config.unlink()
             os.replace(kept, config)
 
-        trainer = Trainer(FinetuneConfig.from_dict(dict(data="synthetic", **{RUN!r})), out=Path({str(tmp_path / "run")!r}), on_best=on_best)
+        trainer = Trainer(FinetuneConfig.from_dict(dict(data="synthetic", **{RUN!r})), out=Path({str(tmp_path / "run")!r}),
+                          subscribers=[SimpleNamespace(on_best=lambda trainer, run_dir: on_best(run_dir))])
         trainer.fit()
     """, stderr=True)
     rule = "zoo uploads only regular files inside the run directory and follows no link; put the file itself there"

@@ -96,29 +96,42 @@ def finetune(backbone: str | None = None, *, data: str | None = None, out: str |
         config = settings.FinetuneConfig.from_dict({**given, **options})
     from zoo.trainer import Trainer  # torch: only once the settings are known to be good
 
-    on_best = None
+    publisher = None
     if push_to_hub:
-        from zoo import hub, publish
+        from zoo import hub
 
-        repo_id = hub.parse_repo_id(push_to_hub)
-        if hub_strategy == "best":
-            def on_best(run_dir: Path) -> None:
-                from zoo.plugins import warn
-
-                try:
-                    publish.push_best(trainer, repo_id, private=private)
-                except ZooError as exc:
-                    warn(f"{exc} (training goes on; the end of the run pushes again)")
-
+        publisher = _Publisher(hub.parse_repo_id(push_to_hub), private=private, each_best=hub_strategy == "best")
     trainer = Trainer(config, out=Path(out) if out else None, resume=Path(resume) if resume else None, reporter=reporter,
-                      on_best=on_best)
-    push_to_hub = push_to_hub if trainer.dist.main else None  # one process publishes
-    if push_to_hub:
-        hub.ensure_repo(repo_id, private=private)  # a login or naming problem shows now, not after training
+                      subscribers=[publisher] if publisher is not None else [])
+    if publisher is not None and trainer.dist.main:  # one process publishes
+        hub.ensure_repo(publisher.repo_id, private=private)  # a login or naming problem shows now, not after training
     result = trainer.fit()
-    if push_to_hub:
-        result.hub = push(result.run_dir, repo_id, private=private)
+    if publisher is not None:
+        result.hub = publisher.answer
     return result
+
+
+class _Publisher:
+    """Subscribes to a fine-tune's events (zoo.train.events): pushes the finished run, and with
+    ``each_best`` every new best checkpoint as it is written (a failed push of one is a warning)."""
+
+    def __init__(self, repo_id: str, *, private: bool, each_best: bool):
+        self.repo_id, self.private, self.each_best, self.answer = repo_id, private, each_best, None
+
+    def on_best(self, trainer, run_dir: Path) -> None:
+        if not self.each_best:
+            return
+        from zoo import publish
+        from zoo.plugins import warn
+
+        try:
+            publish.push_best(trainer, self.repo_id, private=self.private)
+        except ZooError as exc:
+            warn(f"{exc} (training goes on; the end of the run pushes again)")
+
+    def on_train_end(self, trainer, run_dir: Path, metrics: dict) -> None:
+        if trainer.dist.main:
+            self.answer = push(run_dir, self.repo_id, private=self.private)
 
 
 def load(model: str | Path) -> tuple[Any, Any, list[str]]:

@@ -7,10 +7,12 @@ import sys
 import time
 
 from zoo.errors import shown
-from zoo.trainer import Reporter
+from zoo.train.events import Reporter
 
 
 class ConsoleReporter(Reporter):
+    """The CLI's subscriber to the trainer's events (zoo.train.events)."""
+
     def __init__(self, *, quiet: bool = False, json_mode: bool = False):
         from rich.console import Console
 
@@ -47,14 +49,14 @@ class ConsoleReporter(Reporter):
             if bar:
                 bar.stop()
 
-    def note(self, text: str):
+    def on_note(self, trainer, text: str):
         if not self.quiet:
             self.console.print(text, highlight=False, soft_wrap=True)
 
-    def start(self, trainer):
+    def on_train_start(self, trainer, config):
         if self.quiet:
             return
-        cfg = trainer.config
+        cfg = config
         self.console.print(shown(
             f"fine-tuning {trainer.spec.source} on {trainer.dataset.name}: {len(trainer.train_data.labels)} train / "
             f"{len(trainer.val_data.labels) if trainer.val_data is not None else 0} eval images, {len(trainer.classes)} classes, "
@@ -70,7 +72,7 @@ class ConsoleReporter(Reporter):
                                                completed=trainer.batch, loss=0.0, ips=0.0)
         self.t0, self.seen, self.shown = time.perf_counter(), 0, 0.0
 
-    def batch(self, trainer, n, loss):
+    def on_batch(self, trainer, n, loss):
         if self.progress is None:
             return
         self.seen += n
@@ -82,14 +84,14 @@ class ConsoleReporter(Reporter):
         self.progress.update(self.task, completed=trainer.batch, loss=float(loss), ips=ips,
                              description=f"epoch {trainer.epoch + 1}/{trainer.config.epochs}")
 
-    def epoch(self, trainer, record):
+    def on_epoch_end(self, trainer, epoch, metrics):
         if self.quiet:
             return
-        parts = [f"epoch {record['epoch']}/{trainer.config.epochs}"]
+        parts = [f"epoch {epoch}/{trainer.config.epochs}"]
         for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
-            if record.get(key) is not None:
-                parts.append(f"{key} {record[key]:.4f}")
-        parts.append(f"{record['images_per_s']:.0f} img/s")
+            if metrics.get(key) is not None:
+                parts.append(f"{key} {metrics[key]:.4f}")
+        parts.append(f"{metrics['images_per_s']:.0f} img/s")
         text = "  ".join(parts)
         if self.progress is not None:
             self.progress.console.print(text, highlight=False)
@@ -98,7 +100,7 @@ class ConsoleReporter(Reporter):
         else:
             print(text, file=sys.stderr, flush=True)
 
-    def stop(self):
+    def on_train_stop(self, trainer):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -14,6 +14,7 @@ safetensors, never a pickle.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -55,7 +56,8 @@ def atomic_path(path: Path):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, OSError):  # disk full, read-only folder, file size limit, ...
-            raise ZooError(f"cannot write {path}: {exc.strerror or exc}; its previous version, if any, is intact") from None
+            full = " disk full or file too large:" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+            raise ZooError(f"cannot write {path}:{full} {exc.strerror or exc}; its previous version, if any, is intact") from None
         raise
 
 
@@ -166,7 +168,30 @@ def save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)  # through a Python file, so a failed write is an OSError
+        writes = _Writes(f)
+        try:
+            torch.save(state, writes)
+        except RuntimeError:
+            if writes.error is not None:  # torch reports a failed write (disk full, file size limit) as RuntimeError
+                raise writes.error from None
+            raise
+
+
+class _Writes:
+    """The file torch.save writes to, keeping the OSError a write raised."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: Path) -> dict:
