@@ -223,8 +223,11 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_and_the_sam
 def test_a_full_disk_at_the_first_checkpoint_leaves_nothing_and_the_same_out_runs_again(tmp_path):
     out = tmp_path / "run"
     failed = _zoo("finetune", *TINY_VIT, "--epochs", "1", "--out", out, limit=8_000)  # best.safetensors is 15 KB
-    assert failed.returncode == 1
-    assert _one_line(failed).startswith(f"Error: cannot write {out / BEST}: disk full or file too large:")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    *warnings, error = failed.stderr.strip().splitlines()
+    # The disk is full for zoo's image cache too: at most a warning that the run goes on without it.
+    assert all(w.startswith("zoo: warning: cannot write ") and "going on without the cache" in w for w in warnings), failed.stderr
+    assert error.startswith(f"Error: cannot write {out / BEST}: disk full or file too large:")
     assert not out.exists()
     done = _zoo("finetune", *TINY_VIT, "--epochs", "1", "--out", out)
     assert done.returncode == 0, done.stderr
