@@ -35,7 +35,7 @@ def test_doctor_reports_versions_devices_plugins_registry_and_caches(run, tmp_pa
 
     assert r["versions"]["torch"] == torch.__version__ and r["versions"]["timm"] == timm.__version__
     assert r["devices"]["cpu_cores"] == os.cpu_count() and r["devices"]["distributed"]["gloo"] is True
-    assert {"zoo.heads", "zoo.freeze", "zoo.datasets"} <= {p["name"] for p in r["plugins"]}
+    assert {"zoo.builtins.heads", "zoo.builtins.freeze", "zoo.builtins.datasets"} <= {p["name"] for p in r["plugins"]}
     assert all(p["status"] == "ok" for p in r["plugins"])
     roles = {f["role"]: f for f in r["registry_files"]}
     assert roles["packaged"]["exists"] and roles["ZOO_REGISTRY"]["path"] == str(tmp_path / "reg.yaml")

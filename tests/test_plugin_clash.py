@@ -144,7 +144,7 @@ def test_a_plugin_cannot_take_a_builtins_name(site, work, tmp_path):
     proc, _ = zoo(f"{fake}{os.pathsep}{site}", work, "plugins", "list", "--all", "--json", plugins="zoo.heads,zoo-fake")
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    assert rows["zoo.heads"]["builtin"] is True and rows["zoo.heads"]["errors"] == []
+    assert rows["zoo.builtins.heads"]["builtin"] is True and rows["zoo.builtins.heads"]["errors"] == []
     assert any("'zoo.heads'" in line and "zoo-fake" in line for line in proc.stderr.splitlines()), proc.stderr
 
 

@@ -144,7 +144,7 @@ def test_example_registers_head_backbone_and_command(example: Venv):
     heads = {h["name"]: h for h in example.zoo_json("list", "heads")}
     assert heads["example-cosine"]["provider"] == "example"
     assert "scale" in heads["example-cosine"]["description"]
-    assert heads["linear"]["provider"] == "zoo.heads"  # built-ins are still there
+    assert heads["linear"]["provider"] == "zoo.builtins.heads"  # built-ins are still there
 
     rows = example.zoo_json("list", "backbones", "example-net")
     assert [r["name"] for r in rows] == ["example-net"]
@@ -178,7 +178,7 @@ def test_plugins_list_shows_version_and_hooks(example: Venv):
     assert not any(r["builtin"] for r in rows.values())
 
     everything = {r["name"] for r in example.zoo_json("plugins", "list", "--all")}
-    assert {"zoo.backbones", "zoo.heads", "zoo.freeze", "zoo.datasets", "example"} <= everything
+    assert {"zoo.builtins.backbones", "zoo.builtins.heads", "zoo.builtins.freeze", "zoo.builtins.datasets", "example"} <= everything
 
 
 def test_zoo_load_plugins_selects_plugins(example: Venv):
@@ -200,8 +200,8 @@ def test_zoo_trace_hooks_names_the_answering_plugin(example: Venv):
     assert proc.returncode == 0, describe(proc)
     lines = proc.stderr.splitlines()
     assert "zoo: hook zoo_register_heads -> example" in lines, proc.stderr
-    assert "zoo: hook zoo_register_heads -> zoo.heads" in lines, proc.stderr
-    assert lines.index("zoo: hook zoo_register_heads -> zoo.heads") < lines.index("zoo: hook zoo_register_heads -> example")
+    assert "zoo: hook zoo_register_heads -> zoo.builtins.heads" in lines, proc.stderr
+    assert lines.index("zoo: hook zoo_register_heads -> zoo.builtins.heads") < lines.index("zoo: hook zoo_register_heads -> example")
     quiet = example.zoo("list", "heads")
     assert "zoo: hook" not in quiet.stderr
 
@@ -397,10 +397,10 @@ def test_raising_hook_and_name_clash_are_reported(venv: Venv, only):
 
     clash = stderr_lines(proc, "'digits'")
     assert len(clash) == 1, proc.stderr
-    assert "'zoo.datasets'" in clash[0] and "'raising'" in clash[0], clash
+    assert "'zoo.builtins.datasets'" in clash[0] and "'raising'" in clash[0], clash
 
     datasets = {d["name"]: d for d in out["datasets"]}
-    assert datasets["digits"]["provider"] == "zoo.datasets"  # the built-in wins
+    assert datasets["digits"]["provider"] == "zoo.builtins.datasets"  # the built-in wins
     assert "impostor" not in datasets["digits"]["description"]
     assert datasets["raising-data"]["provider"] == "raising"
 

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "zoo.builtins.freeze",
     "zoo.builtins.datasets",
 )
+_OLD_BUILTIN_NAMES = {m.replace("zoo.builtins.", "zoo."): m for m in DEFAULT_PLUGINS}  # zoo.heads -> zoo.builtins.heads
 ENTRY_POINT_GROUP = "zoo"
 KINDS = {
     "backbones": "zoo_register_backbones",
@@ -91,8 +92,8 @@ class Plugins:
         self.generation = 0  # counts changes to the set: what is built from it (zoo.registry) is built again
         self.trace = bool(os.environ.get("ZOO_TRACE_HOOKS"))
         for module_name in DEFAULT_PLUGINS:
-            name = module_name.replace("zoo.builtins.", "zoo.")
-            self._register(name, importlib.import_module(module_name), PluginInfo(name, builtin=True))
+            # Named as their modules: the plugin zoo.builtins.freeze is not the module zoo.freeze.
+            self._register(module_name, importlib.import_module(module_name), PluginInfo(module_name, builtin=True))
         if load_installed is not False:
             self._load_entry_points()
 
@@ -101,7 +102,7 @@ class Plugins:
         wanted = os.environ.get("ZOO_LOAD_PLUGINS")
         allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
         eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-        seen: dict[str, str | None] = {name: "zoo" for name in self.info}  # a plugin cannot take a built-in's name
+        seen: dict[str, str | None] = {name: "zoo" for name in [*self.info, *_OLD_BUILTIN_NAMES]}  # nor a built-in's name
         for ep in eps:
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist else None
@@ -357,7 +358,10 @@ def recorded_provider(kind: str, name: str, records: list, where: str) -> Entry:
 
     def same(entry: Entry, record: dict) -> bool:
         info = plugins.info[entry.plugin]
-        if record.get("entry_point", record.get("name")) != entry.plugin or bool(record.get("builtin")) != info.builtin:
+        recorded = record.get("entry_point", record.get("name"))
+        if record.get("builtin") and recorded in _OLD_BUILTIN_NAMES:  # a run saved before the built-ins had their module names
+            recorded = _OLD_BUILTIN_NAMES[recorded]
+        if recorded != entry.plugin or bool(record.get("builtin")) != info.builtin:
             return False
         return info.builtin or canonicalize_name(str(record.get("name"))) == canonicalize_name(info.distribution or entry.plugin)
 

@@ -2,7 +2,7 @@
 
 Sources merge in this order, later ones overriding earlier ones by name:
   1. what plugins register through ``zoo_register_backbones``: first the built-in plugin
-     ``zoo.backbones`` (the packaged ``registry.yaml``), then installed plugins; between
+     ``zoo.builtins.backbones`` (the packaged ``registry.yaml``), then installed plugins; between
      plugins the first registration wins, so a plugin cannot silently replace a packaged name
   2. the user file ``$XDG_CONFIG_HOME/zoo/registry.yaml`` (default ``~/.config/zoo/registry.yaml``)
   3. each file in ``ZOO_REGISTRY`` (separated by ``os.pathsep``), in order

@@ -1,7 +1,7 @@
 """zoo-raising: a plugin that misbehaves in two ways zoo must survive.
 
 * ``zoo_register_heads`` raises: zoo reports the plugin and the hook, and skips it.
-* ``zoo_register_datasets`` registers ``digits``, which the built-in ``zoo.datasets`` already
+* ``zoo_register_datasets`` registers ``digits``, which the built-in ``zoo.builtins.datasets`` already
   registered: the built-in wins and zoo names both plugins. ``raising-data`` is registered fine; it
   also claims the ``.csv`` extension, which the built-in ``csv`` dataset claimed first.
 * the freeze policy ``raising-freeze`` builds, but its ``settings()`` raises during training.
