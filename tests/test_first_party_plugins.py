@@ -58,7 +58,9 @@ class Venv:
 def venv(tmp_path_factory) -> Venv:
     """A throwaway venv with all five plugins installed through `zoo plugins install`."""
     root, work = tmp_path_factory.mktemp("venv"), tmp_path_factory.mktemp("work")
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300)
+    # Without a pip of its own (installing one takes seconds): the outer venv's pip, seen through the .pth file
+    # below, installs into this environment, its sys.prefix.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True, timeout=300)
     v = Venv(root, work)
     site = Path(v.run("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     # A path line adds the checkout; site.addsitedir also runs the outer site-packages' own .pth files.

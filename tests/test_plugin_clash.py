@@ -2,7 +2,9 @@
 
 tests/plugins/zoo-clash-a and zoo-clash-b both register the head ``twin`` with other behaviour
 (zoo-clash-b with pluggy's ``trylast``). They are installed for real with
-``pip install --no-deps --target DIR`` and zoo runs as a subprocess with ``PYTHONPATH=DIR``;
+``pip install --no-deps --target DIR``, and each zoo command runs in this process (click's runner)
+with DIR first on ``sys.path`` and fresh plugin state, as a new process would start; no process
+boundary is under test, and starting torch again for each command cost most of this module's time.
 ``ZOO_LOAD_PLUGINS`` chooses which of them a command sees. Each head's factory appends its
 plugin's letter to the file named by ZOO_CLASH_LOG, so a test sees whose code ran.
 """
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import make_image_folder
@@ -46,18 +49,32 @@ def work(tmp_path_factory) -> Path:
     return work
 
 
-def zoo(site: Path | str, work: Path, *args, plugins: str = BOTH) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run zoo with the plugins in ``site`` (those ``plugins`` names); returns the process and whose head code ran."""
+def zoo(site: Path | str, work: Path, *args, plugins: str = BOTH) -> tuple[SimpleNamespace, list[str]]:
+    """Run zoo with the plugins in ``site`` (those ``plugins`` names); returns its exit code and output, and whose head
+    code ran."""
+    from click.testing import CliRunner
+    from conftest import _reset
+
+    from zoo.cli import cli
+
     log = work / "heads.log"
     log.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "ZOO_LOAD_PLUGINS": plugins, "ZOO_CLASH_LOG": str(log)}
-    proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], env=env, cwd=work, capture_output=True, text=True,
-                          timeout=300)
+    with pytest.MonkeyPatch.context() as mp:
+        for folder in reversed(str(site).split(os.pathsep)):
+            mp.syspath_prepend(folder)
+        mp.setenv("ZOO_LOAD_PLUGINS", plugins)
+        mp.setenv("ZOO_CLASH_LOG", str(log))
+        mp.chdir(work)
+        _reset()  # plugins, registry and commands found afresh, as by a new process
+        try:
+            result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        finally:
+            _reset()
+    proc = SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
     return proc, log.read_text().split() if log.exists() else []
 
 
-def error(proc: subprocess.CompletedProcess) -> str:
+def error(proc: SimpleNamespace) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
     assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]

@@ -90,7 +90,9 @@ def stderr_lines(proc: subprocess.CompletedProcess, *words: str) -> list[str]:
 def venv(tmp_path_factory) -> Venv:
     root = tmp_path_factory.mktemp("venv")
     work = tmp_path_factory.mktemp("work")
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, timeout=300)
+    # Without a pip of its own (installing one takes seconds): the outer venv's pip, seen through the .pth file
+    # below, installs into this environment, its sys.prefix.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True, timeout=300)
     python = root / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                         text=True).strip())

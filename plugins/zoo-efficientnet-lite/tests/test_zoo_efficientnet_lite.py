@@ -25,7 +25,7 @@ from zoo.testing import build_model, registered
 
 NAMES = list(lite.WEIGHTS)
 PHOTOS = Path(util.find_spec("skimage").submodule_search_locations[0]) / "data"  # scikit-image's real photos
-FAST = ["--data", "digits", "--shots", "5", "--img-size", "64", "--batch-size", "16", "--aug", "none",
+FAST = ["--data", "digits", "--shots", "5", "--img-size", "32", "--batch-size", "16", "--aug", "none",
         "--device", "cpu", "--quiet"]
 
 
