@@ -667,7 +667,7 @@ def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp
         import os
         from pathlib import Path
         from types import SimpleNamespace
-        from zoo import hub
+        from zoo import publish
         from zoo.errors import ZooError
         from zoo.trainer import FinetuneConfig, Trainer
 
@@ -675,7 +675,7 @@ def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp
 
         def refused():
             try:
-                hub.push_best(trainer, "user/best-links")
+                publish.push_best(trainer, "user/best-links")
             except ZooError as exc:
                 result["refused"].append(str(exc))
 
@@ -697,7 +697,7 @@ def test_push_of_the_best_checkpoint_during_training_follows_no_link(server, tmp
             config, kept = run_dir / "run_config.yaml", run_dir / "kept.yaml"
             os.replace(config, kept)
             config.symlink_to({str(tmp_path / "secret.txt")!r})  # skipped with a warning
-            result["files"] = hub.push_best(trainer, "user/best-links")["files"]
+            result["files"] = publish.push_best(trainer, "user/best-links")["files"]
             config.unlink()
             os.replace(kept, config)
 
