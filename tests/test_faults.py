@@ -330,6 +330,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _as_from_a_terminal() -> None:
+    """zoo as a shell with job control starts it: a runner started in the background of a shell without job
+    control (``cmd &`` in a script) ignores SIGINT, and zoo rightly keeps an ignored signal ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,
                env: dict | None = None) -> tuple[int, str, float, list[int]]:
     """Start zoo in its own process group; once ``when`` is on stderr, or ``when()`` is true (and worker processes
@@ -338,7 +344,7 @@ def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: b
     Returns the exit code, stderr, the seconds from the signal to the exit, and the workers seen."""
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, preexec_fn=_as_from_a_terminal)
     try:
         deadline = time.monotonic() + 180
         while not ((when() if callable(when) else when in log.read_text()) and (_workers(proc.pid) or not workers)):
