@@ -156,9 +156,9 @@ def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdz
 
 def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
            rdzv_endpoint: str | None = None, max_restarts: int = 0) -> int:
-    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came)."""
-    check_launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
-                 max_restarts=max_restarts)
+    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came).
+
+    The settings are the caller's to check first (``check_launch``, before anything is written)."""
     env = dict(os.environ)
     # torchrun sets OMP_NUM_THREADS=1 with a warning; split the cores between workers instead.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))

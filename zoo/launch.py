@@ -38,8 +38,7 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
             rundir.RunDir(run_dir).resumed_config(values)  # only what --resume may change
             args = ["finetune", "--resume", str(run_dir), *(a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v)))]
         else:
-            config = FinetuneConfig.from_dict(values)
-            config.validate()
+            config = FinetuneConfig.from_dict(values)  # checked there
             resolve(config.backbone)  # bad names and data fail here, once, before anything starts
             data.open_dataset(config.data)
             config = recipe.resolve(config)  # the workers resume from this configuration: the recipe is picked once, here
