@@ -9,10 +9,25 @@
   imagenet EfficientNet-Lite0/1/2 (ImageNet-1k weights, the zoo-efficientnet-lite plugin) with zoo's
            default recipe (no options) against the best from-scratch recipe (bench/demo.py's), on
            Fashion-MNIST at --shots images per class, scored on all 10,000 test images.
+  grid     The ImageNet grid of docs/results.md: Fashion-MNIST and digits at 1, 5, 10 and 50 images per
+           class; EfficientNet-Lite0 head-only, last-n, full and the default recipe, Lite1 and Lite2 with
+           the default recipe, and scratch; 3 seeds. Each run picks its best epoch on a fixed val split
+           (10 images per class, outside the shots) and is scored once on held-out test images.
+  full     EfficientNet-Lite0 on all 60,000 Fashion-MNIST training images, scored on the 10,000 test images:
+           a linear probe at --size (default 160, the recipe's CPU size) and a full fine-tune at --tune-size
+           (default 64) for --tune-epochs (default 2); prints how long each took.
+  rank     `zoo compare` over Lite0/1/2, zoo-fmnist-resnet and a randomly initialised Lite0 on the grid's
+           Fashion-MNIST at 10 and 50 shots, against the ranking their default-recipe fine-tunes give.
 
     .venv/bin/python bench/transfer.py split  [--seeds 3] [--out runs/transfer]
     .venv/bin/python bench/transfer.py digits [--seeds 3]
     .venv/bin/python bench/transfer.py imagenet [--seeds 3] [--shots 10 ...] [--backbones efficientnet-lite0 ...]
+    .venv/bin/python bench/transfer.py grid [--seeds 3] [--shots 1 5 10 50] [--datasets fashion-mnist digits]
+    .venv/bin/python bench/transfer.py rank [--seeds 3]
+    .venv/bin/python bench/transfer.py full [--size 160] [--tune-size 64] [--tune-epochs 2]
+
+grid and rank append each finished run to results.jsonl in --out and skip the runs already there,
+so an interrupted run continues where it stopped.
 
 Writes a JSON file of every result, a Markdown table and a PNG plot into --out.
 """
@@ -226,18 +241,240 @@ def imagenet_experiment(out: Path, seeds: int, shots_list: list[int], backbones:
                        [*backbones, "scratch"], tuple(shots_list)))
 
 
+# -- the ImageNet grid and the compare ranking (docs/results.md, section 1) ---------------------
+LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+VAL_PER_CLASS = 10
+TEST_PER_CLASS = {"fashion-mnist": 100, "digits": 80}
+CPU_SIZE = dict(img_size=160, crop_pct=1.0)  # what the default recipe picks for these backbones on a CPU
+GRID_METHODS = ("default", "head-only", "last-n", "full", "scratch")
+
+
+def _draw(labels: np.ndarray, per_class: int, classes: int, rng) -> np.ndarray:
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(classes)]))
+
+
+class GridData:
+    """`grid:fashion-mnist`, `grid:digits`: the training images less a fixed draw of VAL_PER_CLASS per class,
+    which is the val split (it picks each run's best epoch, and `zoo compare` ranks on it). `grid:NAME-test`:
+    TEST_PER_CLASS images per class that no run trains or selects on (Fashion-MNIST's test split; for the
+    digits, which have one split, a fixed draw set aside first)."""
+
+    @zoo.hookimpl
+    def zoo_register_datasets(self, register):
+        register("grid", self.open, description="Fashion-MNIST or digits with fixed val and test draws (bench/transfer.py)")
+
+    def open(self, arg):
+        from zoo.builtins.datasets import digits
+
+        name, test_only, _ = (arg or "fashion-mnist").partition("-test")
+        full = fashion_mnist(None) if name == "fashion-mnist" else digits(None)
+        n, rng = len(full.classes), np.random.default_rng(1234)
+        train = full.splits["train"]
+        if "test" in full.splits:
+            test_pool = full.splits["test"]
+            test = test_pool.subset(_draw(test_pool.labels, TEST_PER_CLASS[name], n, rng))
+        else:
+            held = _draw(train.labels, TEST_PER_CLASS[name], n, rng)
+            test, train = train.subset(held), train.subset(np.setdiff1d(np.arange(len(train.labels)), held))
+        if test_only:
+            return Dataset(f"grid:{arg}", full.classes, {"train": test, "test": test})
+        val = _draw(train.labels, VAL_PER_CLASS, n, rng)
+        rest = np.setdiff1d(np.arange(len(train.labels)), val)
+        return Dataset(f"grid:{arg}", full.classes, {"train": train.subset(rest), "val": train.subset(val)})
+
+
+def _grid_options(method: str, shots: int, classes: int = 10) -> tuple[str | None, dict]:
+    """(backbone override, finetune options) of one grid method; "default" gives none: zoo's recipe picks."""
+    import demo  # bench/demo.py: the best from-scratch recipe
+
+    if method == "scratch":
+        return "test_resnet", {**demo.SCRATCH, "batch_size": min(demo.SCRATCH["batch_size"], classes * shots)}
+    if method == "head-only":  # the linear probe the recipe runs below 50 shots, named explicitly
+        return None, dict(freeze="head-only", epochs=30, lr=0.01, aug="none", **CPU_SIZE)
+    if method in ("last-n", "full"):  # the staged recipe's rate, size and augmentation; about 100 updates
+        batch = min(32, classes * shots)
+        epochs = min(50, max(10, -(-100 // -(-classes * shots // batch))))
+        freeze = dict(freeze="last-n", freeze_opts={"n": 1}) if method == "last-n" else dict(freeze="none")
+        return None, dict(**freeze, epochs=epochs, batch_size=batch, lr=0.01, aug="light", **CPU_SIZE)
+    return None, {}
+
+
+class Results:
+    """results.jsonl in the output folder: one line per finished run, read back so that nothing runs twice."""
+
+    def __init__(self, out: Path):
+        self.path = out / "results.jsonl"
+        self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
+
+    def get(self, **key) -> dict | None:
+        return next((r for r in self.rows if all(r.get(k) == v for k, v in key.items())), None)
+
+    def add(self, row: dict) -> dict:
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        return row
+
+
+def grid_run(out: Path, results: Results, dataset: str, backbone: str, method: str, shots: int, seed: int) -> dict:
+    key = dict(dataset=dataset, backbone=backbone, method=method, shots=shots, seed=seed)
+    if done := results.get(**key):
+        return done
+    name, opts = _grid_options(method, shots)
+    run = out / f"{dataset}-{backbone.rsplit('/', 1)[-1]}-{method}-{shots}shot-seed{seed}"
+    if run.exists():  # an interrupted run: start it again
+        import shutil
+
+        shutil.rmtree(run)
+    start = time.perf_counter()
+    result = zoo.finetune(name or backbone, data=f"grid:{dataset}", out=run, shots=shots, seed=seed, **opts)
+    seconds = time.perf_counter() - start
+    test = zoo.evaluate(run, data=f"grid:{dataset}-test")
+    picked = json.loads((run / "config.json").read_text())["zoo"].get("recipe")
+    return results.add({**key, "test_top1": test["top1"], "test_images": test["images"], "val_top1": result.metrics["top1"],
+                        "recipe": picked and picked["name"], "epochs": len(result.history), "seconds": round(seconds, 1)})
+
+
+def _expensive(method: str, shots: int) -> bool:
+    """Runs that train the backbone (no feature cache): after every cheap run, so partial results cover the grid."""
+    return method in ("last-n", "full") or (method == "default" and shots >= 50)
+
+
+def grid_experiment(out: Path, seeds: int, shots_list: list[int], datasets: list[str]) -> None:
+    get_plugins().add(GridData(), "grid")
+    results = Results(out)
+    cells = [(d, LITE[0], m, s, seed) for d in datasets for s in shots_list for seed in range(seeds) for m in GRID_METHODS]
+    cells += [(d, b, "default", s, seed) for d in datasets for s in shots_list for seed in range(seeds) for b in LITE[1:]]
+    for cell in sorted(cells, key=lambda c: (_expensive(c[2], c[3]), c[3], c[0])):
+        grid_run(out, results, *cell)
+    print(grid_report(out, results, shots_list, datasets))
+
+
+def grid_report(out: Path, results: Results, shots_list: list[int], datasets: list[str]) -> str:
+    """One Markdown table per dataset (test top-1 mean ± std over seeds; mean seconds per run) and one plot."""
+    from matplotlib.figure import Figure
+
+    rows = [(LITE[0], m) for m in GRID_METHODS if m != "scratch"] + [(b, "default") for b in LITE[1:]] + [(LITE[0], "scratch")]
+    fig = Figure(figsize=(11, 4), dpi=100)
+    text = []
+    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets, strict=True):
+        lines = [f"**{dataset}**, test top-1 (mean ± std over seeds; seconds per run)", "",
+                 "| backbone | method | " + " | ".join(f"{s} shots" for s in shots_list) + " |", "|---|---|" + "---|" * len(shots_list)]
+        for backbone, method in rows:
+            cells, means, stds = [], [], []
+            for shots in shots_list:
+                got = [r for r in results.rows if (r["dataset"], r["backbone"], r["method"], r["shots"]) == (dataset, backbone, method, shots)]
+                if not got:
+                    cells.append("-")
+                    means.append(np.nan), stds.append(np.nan)
+                    continue
+                v = [r["test_top1"] for r in got]
+                m, sd = statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+                means.append(m), stds.append(sd)
+                cells.append(f"{m:.3f} ± {sd:.3f} ({statistics.mean(r['seconds'] for r in got):.0f} s)" + ("" if len(v) == 3 else f" n={len(v)}"))
+            label = "test_resnet" if method == "scratch" else backbone.replace("efficientnet-", "")
+            lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
+            ax.errorbar(shots_list, means, yerr=stds, marker="o", capsize=3, label=f"{label} {method}")
+        ax.set_xscale("log")
+        ax.set_xticks(shots_list, [str(s) for s in shots_list])
+        ax.set_xlabel("labelled images per class")
+        ax.set_ylabel("test top-1")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+        text.append("\n".join(lines))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "grid.png")
+    report = "\n\n".join(text)
+    (out / "grid.md").write_text(report + "\n")
+    return report
+
+
+def rank_experiment(out: Path, seeds: int) -> None:
+    """`zoo compare`'s linear-probe ranking on the val split against the test ranking of default-recipe fine-tunes."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    from scipy.stats import spearmanr
+    from timm.models._hub import save_config_for_hf
+
+    from zoo.compare import compare
+
+    get_plugins().add(GridData(), "grid")
+    results = Results(out)
+    random_dir = out / "lite0-random-init"
+    if not (random_dir / "model.safetensors").exists():
+        torch.manual_seed(0)
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        random_dir.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), random_dir / "model.safetensors")
+        save_config_for_hf(model, str(random_dir / "config.json"))
+    candidates = [*LITE, "zoo-fmnist-resnet", f"local-dir:{random_dir}"]
+    cases = []
+    for shots in (10, 50):
+        for seed in range(seeds):
+            key = dict(experiment="rank", shots=shots, seed=seed)
+            if not (case := results.get(**key)):
+                start = time.perf_counter()
+                probe = {c.name: c.top1 for c in compare(candidates, data_spec="grid:fashion-mnist", shots=shots, seed=seed)}
+                seconds = round(time.perf_counter() - start, 1)
+                tuned = {c: grid_run(out, results, "fashion-mnist", c, "default", shots, seed)["test_top1"] for c in candidates}
+                case = results.add({**key, "probe": probe, "compare_seconds": seconds, "finetuned": tuned})
+            cases.append(case)
+    agree = 0
+    for case in cases:
+        names = list(case["probe"])
+        rho = spearmanr([case["probe"][n] for n in names], [case["finetuned"][n] for n in names]).statistic
+        top_probe, top_tuned = max(names, key=case["probe"].get), max(names, key=case["finetuned"].get)
+        agree += top_probe == top_tuned
+        print(f"{case['shots']} shots, seed {case['seed']}: Spearman {rho:+.2f}; compare's top {top_probe}, fine-tuning's top {top_tuned}")
+    print(f"same top backbone in {agree}/{len(cases)} cases")
+
+
+def full_experiment(out: Path, size: int, tune_size: int, tune_epochs: int) -> None:
+    """All of Fashion-MNIST: what the ImageNet features give with a linear head, and with the whole network trained."""
+    results = Results(out)
+    runs = {"linear-probe": dict(freeze="head-only", img_size=size, epochs=10, lr=0.01, aug="none", batch_size=256),
+            "fine-tune": dict(freeze="none", img_size=tune_size, epochs=tune_epochs, lr=0.02, aug="light", batch_size=64,
+                              warmup_epochs=0.2, label_smoothing=0.1)}
+    for method, opts in runs.items():
+        key = dict(experiment="full", method=method, img_size=opts["img_size"], epochs=opts["epochs"])
+        if results.get(**key):
+            continue
+        run = out / f"full-{method}-{opts['img_size']}px"
+        if run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        start = time.perf_counter()
+        r = zoo.finetune(LITE[0], data="fashion-mnist", out=run, crop_pct=1.0, seed=0, **opts)
+        results.add({**key, "test_top1": r.metrics["top1"], "last_top1": r.history[-1]["val_top1"],
+                     "per_epoch": [h["val_top1"] for h in r.history], "seconds": round(time.perf_counter() - start, 1)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=["split", "digits", "imagenet"])
+    parser.add_argument("experiment", choices=["split", "digits", "imagenet", "grid", "rank", "full"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--shots", type=int, nargs="+", default=[10], help="imagenet: images per class")
+    parser.add_argument("--shots", type=int, nargs="+", help="imagenet (default 10), grid (default 1 5 10 50): images per class")
+    parser.add_argument("--datasets", nargs="+", default=["fashion-mnist", "digits"], help="grid: the datasets")
     parser.add_argument("--backbones", nargs="+", default=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+    parser.add_argument("--size", type=int, default=160, help="full: the linear probe's image size")
+    parser.add_argument("--tune-size", type=int, default=64, help="full: the fine-tune's image size")
+    parser.add_argument("--tune-epochs", type=int, default=2, help="full: the fine-tune's epochs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    out = args.out or Path("runs") / f"transfer-{args.experiment}"
+    out = args.out or Path("runs") / ("transfer-grid" if args.experiment == "rank" else f"transfer-{args.experiment}")
     out.mkdir(parents=True, exist_ok=True)
     if args.experiment == "imagenet":
-        imagenet_experiment(out, args.seeds, args.shots, args.backbones)
+        imagenet_experiment(out, args.seeds, args.shots or [10], args.backbones)
+    elif args.experiment == "grid":
+        grid_experiment(out, args.seeds, args.shots or list(SHOTS), args.datasets)
+    elif args.experiment == "rank":
+        rank_experiment(out, args.seeds)
+    elif args.experiment == "full":
+        full_experiment(out, args.size, args.tune_size, args.tune_epochs)
     else:
         (split_experiment if args.experiment == "split" else digits_experiment)(out, args.seeds)
 

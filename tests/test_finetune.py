@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import FAST, make_image_folder
 from safetensors.torch import load_file
 
@@ -710,6 +711,30 @@ def test_compare_and_a_linear_probe_share_the_feature_cache(tmp_path, monkeypatc
     monkeypatch.setenv("ZOO_FEATURE_CACHE", "0")
     own = load_file(zoo.finetune(out=tmp_path / "b", **opts).run_dir / "model.safetensors")
     assert all(torch.equal(reused[k], own[k]) for k in own)
+
+
+def test_compare_sees_the_images_as_the_default_recipe_and_its_probe_reuses_them(tmp_path, monkeypatch):
+    """Without --img-size, compare probes at the recipe's size and crop: a default fine-tune computes nothing new."""
+    from zoo.compare import compare
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    compare(["zoo-fmnist-resnet"], data_spec="digits", shots=10, val_split=0.2, seed=0)
+    entries = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(entries) == 2
+    result = zoo.finetune("zoo-fmnist-resnet", data="digits", shots=10, val_split=0.2, seed=0, out=tmp_path / "run")
+    recipe = yaml.safe_load((result.run_dir / "run_config.yaml").read_text())["recipe"]
+    assert (recipe["name"], recipe["img_size"], recipe["crop_pct"]) == ("linear-probe", 32, 1.0)  # 8 px digits, upscaled whole
+    assert sorted((tmp_path / "cache" / "features").glob("*.safetensors")) == entries  # nothing new computed
+
+
+def test_without_batch_size_fewer_images_than_64_train_as_one_batch(tmp_path):
+    """The default batch size fits the data (1 image per class: 10 images); a given size that does not is refused."""
+    result = zoo.finetune("test_resnet", data="digits", shots=1, pretrained=False, img_size=32, epochs=2, out=tmp_path / "run")
+    assert yaml.safe_load((result.run_dir / "run_config.yaml").read_text())["batch_size"] == 10
+    assert len(result.history) == 2
+    with pytest.raises(UsageError, match="--batch-size 64 is larger than the 10 training images: use at most 10"):
+        zoo.finetune("test_resnet", data="digits", shots=1, pretrained=False, img_size=32, epochs=1, batch_size=64,
+                     out=tmp_path / "given")
 
 
 def test_compare_probes_models_without_a_single_classifier_module(tmp_path, monkeypatch):

@@ -703,7 +703,8 @@ def evaluate(model, data, as_json):
 @click.argument("backbones", nargs=-1, required=True)
 @click.option("--data", required=True, help="Data spec, as for finetune.")
 @_setting_option("shots")
-@_setting_option("img_size", show_default="each backbone's own", help="Input size for every candidate, in pixels.")
+@_setting_option("img_size", show_default="each backbone's, as the default recipe picks it",
+                 help="Input size for every candidate, in pixels.")
 @_setting_option("val_split")
 @_setting_option("seed", help="Seed of the split and the probe (as zoo finetune --seed).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

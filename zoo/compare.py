@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zoo import backbones, data
+from zoo import backbones, data, recipe
 from zoo import features as feature_cache
 from zoo.errors import UsageError, ZooError
 from zoo.registry import resolve
@@ -36,7 +36,7 @@ class Candidate:
 @torch.inference_mode()
 def probe_features(model, splits: list[data.Decoded], pre: data.Preprocess, mean, std) -> list[np.ndarray]:
     """Pooled pre-logit features of every decoded image, as ``zoo finetune --freeze head-only`` computes them on the CPU."""
-    from zoo.trainer import FinetuneConfig
+    from zoo.config import BATCH_SIZE
 
     part = feature_cache.split(model) or feature_cache.Cut(  # e.g. distilled ViTs, whose classifier is a pair of heads
         lambda x: model.forward_head(model.forward_features(x), pre_logits=True), None, list(model.modules()))
@@ -44,7 +44,7 @@ def probe_features(model, splits: list[data.Decoded], pre: data.Preprocess, mean
     model.to(memory_format=layout).eval()
     prepare = data.Normalize(tuple(mean), tuple(std), torch.device("cpu"), layout)
     dtype = feature_cache.pass_dtype("cpu", "auto", None)  # bf16 on CPUs with bf16 units
-    return [feature_cache.cached(part, d, pre, prepare, FinetuneConfig.batch_size, dtype).float().numpy() for d in splits]
+    return [feature_cache.cached(part, d, pre, prepare, BATCH_SIZE, dtype).float().numpy() for d in splits]
 
 
 def probe(train_x, train_y, val_x, val_y, seed: int = 0) -> float:
@@ -96,7 +96,11 @@ def _probe_one(name, spec, dataset, train, val, img_size, seed, start) -> Candid
     model = backbones.create(spec, num_classes=len(dataset.classes), pretrained=True, seed=seed, scratch_hint=False)
     inner = backbones.timm_model(model)
     cfg = resolve_data_config({}, model=inner)
-    pre = data.Preprocess(img_size or int(cfg["input_size"][-1]), float(cfg["crop_pct"]), cfg["interpolation"])
+    # The images as `zoo finetune`'s default recipe would feed this backbone (on the CPU, where the probe runs),
+    # so that the ranking is of what a fine-tune will see; a given --img-size keeps the backbone's crop.
+    sizing = ({"img_size": img_size} if img_size else
+              recipe.image_settings(image_size=recipe.typical_image_size(train), input_size=int(cfg["input_size"][-1]), cuda=False)[0])
+    pre = data.Preprocess(sizing["img_size"], float(sizing.get("crop_pct", cfg["crop_pct"])), cfg["interpolation"])
     tr, va = data.cached_decode(train, pre), data.cached_decode(val, pre)
     tx, vx = probe_features(model, [tr, va], pre, cfg["mean"], cfg["std"])
     top1 = probe(tx, tr.labels.numpy(), vx, va.labels.numpy(), seed)

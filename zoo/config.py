@@ -31,6 +31,7 @@ AUGMENTATIONS = ("none", "light", "default")
 AMP_MODES = ("auto", "bf16", "off")
 METRICS = ("top1", "loss")
 HUB_STRATEGIES = ("end", "best")
+BATCH_SIZE = 64  # without --batch-size, unless there are fewer training images (then one batch of all of them)
 WITHOUT_RECIPE = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # what zoo.recipe leaves when it does not apply
 INT_MAX = 2**31 - 1  # counts reach torch and numpy as 32-bit integers: a larger one overflows there, not here
 GROUPS = {"model": "Data, model and freezing", "optimization": "Optimization",
@@ -165,8 +166,9 @@ class FinetuneConfig:
                                help="Argument for timm.create_model, repeatable; the value is read as YAML (drop_path_rate=0.1)."))
     epochs: int | None = setting(None, kind=int, optional=True, low=1, shown=_recipe("epochs"), resume=True,
                                  help="Number of epochs.")
-    batch_size: int = setting(64, kind=int, low=1, help="Images per batch (per process with --nproc-per-node).",
-                              more="At most the number of training images.")
+    batch_size: int | None = setting(None, kind=int, optional=True, low=1, shown=f"{BATCH_SIZE}, or all the training images when fewer",
+                                     help="Images per batch (per process with --nproc-per-node).",
+                                     more="A given size must be at most the number of training images.")
     lr: float | None = setting(None, kind=float, optional=True, low=0, open_low=True, shown=_recipe("lr"),
                                help="Peak learning rate (SGD).")
     momentum: float = setting(0.9, kind=float, low=0, high=1, open_high=True, help="SGD momentum.")

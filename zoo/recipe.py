@@ -38,24 +38,35 @@ class Recipe:
         return {"name": self.name, **self.settings, "why": self.why}
 
 
+def image_settings(*, image_size: int, input_size: int, cuda: bool) -> tuple[dict, str]:
+    """The size the recipe feeds a backbone (and crop 1 for smaller images), and why; `zoo compare` probes at it too."""
+    size = input_size if cuda else min(input_size, CPU_MAX_SIZE)
+    why = (f"{size} px: the backbone's pretrained size" if size == input_size
+           else f"{size} px: the backbone's {input_size} px capped on a CPU")
+    if image_size < size:  # small images are whole objects: a center crop would cut them (1.6-1.9 points measured)
+        return {"img_size": size, "crop_pct": 1.0}, why + f" (images of {image_size} px are upscaled, whole: crop 1)"
+    return {"img_size": size}, why
+
+
+def typical_image_size(split) -> int:
+    """The median shorter side of a few images spread over ``split``."""
+    import numpy as np
+
+    picks = np.linspace(0, len(split) - 1, num=min(8, len(split))).astype(int)
+    return int(np.median([min(split.load(int(i)).size) for i in picks]))
+
+
 def choose(*, per_class: int, image_size: int, input_size: int, params_m: float | None, cuda: bool) -> Recipe:
     """The recipe for this much data on this backbone (pure: no files, no torch)."""
-    size = input_size if cuda else min(input_size, CPU_MAX_SIZE)
-    size_why = (f"{size} px: the backbone's pretrained size" if size == input_size
-                else f"{size} px: the backbone's {input_size} px capped on a CPU")
-    whole = {}
-    if image_size < size:  # small images are whole objects: a center crop would cut them (1.6-1.9 points measured)
-        size_why += f" (images of {image_size} px are upscaled, whole: crop 1)"
-        whole = {"crop_pct": 1.0}
+    sizing, size_why = image_settings(image_size=image_size, input_size=input_size, cuda=cuda)
     too_big = not cuda and (params_m or 0) > CPU_MAX_STAGED_PARAMS_M
     if per_class < STAGED_FROM or too_big:
         reason = (f"{per_class} training images per class (< {STAGED_FROM})" if per_class < STAGED_FROM
                   else f"{params_m:g} M parameters on a CPU")
-        return Recipe("linear-probe", {"freeze": "head-only", "freeze_opts": {}, "epochs": 30, "lr": 0.01, "aug": "none",
-                                       "img_size": size, **whole},
+        return Recipe("linear-probe", {"freeze": "head-only", "freeze_opts": {}, "epochs": 30, "lr": 0.01, "aug": "none", **sizing},
                       f"{reason}: train the head on cached frozen features; {size_why}")
     return Recipe("staged", {"freeze": "gradual", "freeze_opts": {"k": 2, "decay": 0.5}, "epochs": 10, "lr": 0.01,
-                             "aug": "light", "img_size": size, **whole},
+                             "aug": "light", **sizing},
                   f"{per_class} training images per class (>= {STAGED_FROM}): head first, then all layers at smaller rates "
                   f"for earlier stages; {size_why}")
 
@@ -91,9 +102,7 @@ def facts(config) -> dict:
     dataset = data.open_dataset(config.data)
     train, _, _ = data.train_val(dataset, val_split=config.val_split, seed=config.seed, shots=config.shots)
     per_class = int(np.median(np.bincount(train.labels, minlength=len(dataset.classes))))
-    picks = np.linspace(0, len(train) - 1, num=min(8, len(train))).astype(int)  # a few images, spread over the split
-    sizes = [min(train.load(int(i)).size) for i in picks]
     input_size = int((info.get("input_size") or [3, 224, 224])[-1])
     cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
-    return {"per_class": per_class, "image_size": int(np.median(sizes)), "input_size": input_size,
+    return {"per_class": per_class, "image_size": typical_image_size(train), "input_size": input_size,
             "params_m": info.get("params_m"), "cuda": cuda}

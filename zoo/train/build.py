@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from zoo import backbones, data, distributed, features, freeze, recipe
+from zoo.config import BATCH_SIZE
 from zoo.errors import UsageError
 from zoo.plugins import build as build_plugin
 from zoo.plugins import warn
@@ -124,6 +125,8 @@ def build(config, dist: distributed.Context, reporter, check_resumable=None) -> 
     train_data = decode("train", train, pre, cfg.strict, reporter)
     val_data = decode(eval_split, val, pre, cfg.strict, reporter) if val is not None and len(val) else None
     n = len(train_data.labels)
+    if cfg.batch_size is None:  # not given: 64, or one batch of every training image (recorded in run_config.yaml)
+        cfg.batch_size = max(1, min(BATCH_SIZE, n // dist.world))
     global_batch = cfg.batch_size * dist.world  # --batch-size is per process, as with torchrun
     if global_batch > n:
         per = f" x {dist.world} processes" if dist.enabled else ""
