@@ -291,9 +291,9 @@ def _grid_options(method: str, shots: int, classes: int = 10) -> tuple[str | Non
         return "test_resnet", {**demo.SCRATCH, "batch_size": min(demo.SCRATCH["batch_size"], classes * shots)}
     if method == "head-only":  # the linear probe the recipe runs below 50 shots, named explicitly
         return None, dict(freeze="head-only", epochs=30, lr=0.01, aug="none", **CPU_SIZE)
-    if method in ("last-n", "full"):  # the staged recipe's rate, size and augmentation; about 100 updates
+    if method in ("last-n", "full"):  # the staged recipe's rate, size, augmentation and (from 50 shots) epochs
         batch = min(32, classes * shots)
-        epochs = min(50, max(10, -(-100 // -(-classes * shots // batch))))
+        epochs = 10 if shots >= 50 else 20  # fewer images: more epochs, so that 1 shot still gets 20 updates
         freeze = dict(freeze="last-n", freeze_opts={"n": 1}) if method == "last-n" else dict(freeze="none")
         return None, dict(**freeze, epochs=epochs, batch_size=batch, lr=0.01, aug="light", **CPU_SIZE)
     return None, {}

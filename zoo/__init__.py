@@ -153,7 +153,7 @@ def predict(model: str | Path, images: list[str | Path], *, top_k: int = 5) -> l
     return _predict(model, images, top_k=top_k)
 
 
-def evaluate(model: str | Path, *, data: str, batch_size: int = 256) -> dict:
+def evaluate(model: str | Path, *, data: str, batch_size: int = 64) -> dict:
     """Accuracy, per-class accuracy and confusion matrix of a saved model on a dataset."""
     from zoo.inference import evaluate as _evaluate
 

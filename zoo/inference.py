@@ -16,7 +16,10 @@ class Transform:
 
     def __init__(self, loaded: backbones.Loaded):
         self.pre = loaded.preprocess
-        self.normalize = data.Normalize(tuple(loaded.mean), tuple(loaded.std), torch.device("cpu"), torch.contiguous_format)
+        # channels_last, as the trainer runs: a convolutional net's CPU pass is about 2x faster than in NCHW
+        layout = backbones.memory_format(loaded.model)
+        loaded.model.to(memory_format=layout)
+        self.normalize = data.Normalize(tuple(loaded.mean), tuple(loaded.std), torch.device("cpu"), layout)
 
     def __call__(self, img) -> torch.Tensor:
         return self.normalize(torch.from_numpy(self.pre(img)))
@@ -57,7 +60,7 @@ def predict(model, images, *, top_k: int = 5) -> list[dict]:
 
 
 @torch.inference_mode()
-def evaluate(model, *, data: str, batch_size: int = 256) -> dict:
+def evaluate(model, *, data: str, batch_size: int = 64) -> dict:
     from zoo.data import EVAL_SPLITS, decode, open_dataset
 
     loaded = backbones.load(model)
