@@ -727,6 +727,19 @@ def test_compare_sees_the_images_as_the_default_recipe_and_its_probe_reuses_them
     assert sorted((tmp_path / "cache" / "features").glob("*.safetensors")) == entries  # nothing new computed
 
 
+def test_freeze_bn_keeps_the_backbone_batchnorm_statistics_while_everything_trains(tmp_path):
+    """--freeze-bn: the pretrained running statistics stay exactly; weights (BatchNorm's scale included) still train."""
+    shipped = load_file(Path(zoo.__file__).parent.parent / "models" / "zoo-fmnist-resnet" / "model.safetensors")
+    opts = dict(data="digits", shots=5, img_size=32, epochs=1, freeze="none", lr=0.05, aug="none")
+    kept = load_file(zoo.finetune("zoo-fmnist-resnet", freeze_bn=True, out=tmp_path / "kept", **opts).run_dir / "model.safetensors")
+    moved = load_file(zoo.finetune("zoo-fmnist-resnet", out=tmp_path / "moved", **opts).run_dir / "model.safetensors")
+    stats = [k for k in shipped if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in shipped if k.endswith("weight") and not k.startswith("fc.")]
+    assert len(stats) > 10 and all(torch.equal(kept[k], shipped[k].to(kept[k].dtype)) for k in stats)
+    assert all(not torch.equal(moved[k], shipped[k].to(moved[k].dtype)) for k in stats)  # without it they follow the batches
+    assert all(not torch.equal(kept[k], shipped[k].to(kept[k].dtype)) for k in weights)
+
+
 def test_without_batch_size_fewer_images_than_64_train_as_one_batch(tmp_path):
     """The default batch size fits the data (1 image per class: 10 images); a given size that does not is refused."""
     result = zoo.finetune("test_resnet", data="digits", shots=1, pretrained=False, img_size=32, epochs=2, out=tmp_path / "run")

@@ -41,6 +41,7 @@ def test_recipe_by_images_per_class_image_size_and_backbone(facts, name, size):
     assert picked == recipe.choose(**facts)  # deterministic
     assert picked.settings["freeze"] == {"linear-probe": "head-only", "staged": "gradual"}[name]
     assert picked.settings["aug"] == ("none" if name == "linear-probe" else "light")  # a probe trains on cached features
+    assert picked.settings["freeze_bn"] is (name == "staged")  # new batch statistics would undo the pretrained features
     # upscaled small images are whole objects: no center crop; larger ones keep the backbone's crop
     assert picked.settings.get("crop_pct") == (1.0 if facts["image_size"] < size else None)
 
@@ -56,7 +57,8 @@ def test_recipe_reads_the_data_and_the_backbone(run, pretrained):
     assert few["name"] == "linear-probe" and few["img_size"] == 32 and few["freeze"] == "head-only"
     assert "8 training images per class" in few["why"]
     many = _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}")
-    assert many["recipe"]["name"] == "staged" and many["freeze"] == "gradual"
+    assert many["recipe"]["name"] == "staged" and many["freeze"] == "gradual" and many["freeze_bn"] is True
+    assert _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}", "--no-freeze-bn")["freeze_bn"] is False  # given: kept
     assert many["groups"][0]["schedule"][0]["trainable"] is False and many["groups"][0]["schedule"][1]["trainable"] is True
     assert _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}", "--shots", "5")["recipe"]["name"] == "linear-probe"
 

@@ -32,7 +32,7 @@ AMP_MODES = ("auto", "bf16", "off")
 METRICS = ("top1", "loss")
 HUB_STRATEGIES = ("end", "best")
 BATCH_SIZE = 64  # without --batch-size, unless there are fewer training images (then one batch of all of them)
-WITHOUT_RECIPE = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light"}  # what zoo.recipe leaves when it does not apply
+WITHOUT_RECIPE = {"freeze": "none", "lr": 0.05, "epochs": 5, "aug": "light", "freeze_bn": False}  # what zoo.recipe leaves when it does not apply
 INT_MAX = 2**31 - 1  # counts reach torch and numpy as 32-bit integers: a larger one overflows there, not here
 GROUPS = {"model": "Data, model and freezing", "optimization": "Optimization",
           "processes": "Several processes and machines (see [distributed.md](distributed.md))", "publish": "Publishing"}
@@ -195,6 +195,10 @@ class FinetuneConfig:
                                           "([images](finetuning.md#images)).")
     aug: str | None = setting(None, kind=str, optional=True, choices=AUGMENTATIONS, group="model", shown=_recipe("aug"),
                               help="Training augmentation: light is random shifts; the strongest adds flips and scale.")
+    freeze_bn: bool | None = setting(None, kind=bool, optional=True, group="model", shown=_recipe("freeze_bn", "off"),
+                                     help="Keep the backbone's BatchNorm statistics as pretrained, also in layers that train.",
+                                     more="Their scale and shift still train. The default recipe's staged fine-tune turns it on "
+                                          "([the default recipe](finetuning.md#the-default-recipe)).")
     val_split: float = setting(0.1, kind=float, low=0, high=1, open_high=True,
                                help="Share of each class held out for validation when the data has no val/test split.")
     shots: int | None = setting(None, kind=int, optional=True, low=1, shown="all", help="Use only N training images per class.")

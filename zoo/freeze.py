@@ -116,8 +116,9 @@ def _label(names: list[str], index: int) -> str:
     return label.removeprefix("backbone.")
 
 
-def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=None) -> list:
-    """Set requires_grad per group; returns the norm modules that must stay in eval mode.
+def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=None, keep_norm_stats: bool = False) -> list:
+    """Set requires_grad per group; returns the norm modules that must stay in eval mode: those of frozen
+    groups, and with ``keep_norm_stats`` (``--freeze-bn``) every backbone group's (not the new head's).
 
     A policy with a ``trainable(name) -> bool`` method keeps the parameters it answers False for
     frozen even in trainable groups (LoRA: the base weights stay frozen, the adapters train).
@@ -129,7 +130,7 @@ def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=
     for group, setting in zip(groups, settings, strict=False):
         for n in group.params:
             params[n].requires_grad_(setting.trainable and (allowed is None or bool(allowed(n))))
-        if not setting.trainable:
+        if not setting.trainable or (keep_norm_stats and group is not groups[-1]):  # the last group is the head
             frozen_norms += [modules[n] for n in group.norms]
     return frozen_norms
 

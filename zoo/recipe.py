@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from zoo.config import WITHOUT_RECIPE as DEFAULTS  # without a recipe (stated with the settings, which --help shows)
 
 TRIGGERS = ("freeze", "lr", "epochs", "img_size")  # giving any of these (or freeze options) turns the recipe off
+KEPT_IF_GIVEN = ("aug", "crop_pct", "freeze_bn")  # the recipe sets these too, unless given
 STAGED_FROM = 50  # images per class from which staged fine-tuning beats a linear probe
 CPU_MAX_SIZE = 160  # px: a CPU pass at 224 px costs 2x that at 160 px; on 28 px Fashion-MNIST, 160 px scored as 224 px
 # (and 3 points over 128 px: docs/finetuning.md, "The default recipe")
@@ -63,28 +64,30 @@ def choose(*, per_class: int, image_size: int, input_size: int, params_m: float 
     if per_class < STAGED_FROM or too_big:
         reason = (f"{per_class} training images per class (< {STAGED_FROM})" if per_class < STAGED_FROM
                   else f"{params_m:g} M parameters on a CPU")
-        return Recipe("linear-probe", {"freeze": "head-only", "freeze_opts": {}, "epochs": 30, "lr": 0.01, "aug": "none", **sizing},
+        return Recipe("linear-probe", {"freeze": "head-only", "freeze_opts": {}, "epochs": 30, "lr": 0.01, "aug": "none",
+                                       "freeze_bn": False, **sizing},
                       f"{reason}: train the head on cached frozen features; {size_why}")
     return Recipe("staged", {"freeze": "gradual", "freeze_opts": {"k": 2, "decay": 0.5}, "epochs": 10, "lr": 0.01,
-                             "aug": "light", **sizing},
+                             "aug": "light", "freeze_bn": True, **sizing},
                   f"{per_class} training images per class (>= {STAGED_FROM}): head first, then all layers at smaller rates "
-                  f"for earlier stages; {size_why}")
+                  f"for earlier stages, with the pretrained BatchNorm statistics; {size_why}")
 
 
 def describe(recipe: dict) -> str:
     """Two lines for the console: what was picked, and why."""
     opts = "".join(f" {k}={v}" for k, v in recipe["freeze_opts"].items())
     crop = f", crop {recipe['crop_pct']:g}" if recipe.get("crop_pct") else ""
+    bn = ", --freeze-bn" if recipe.get("freeze_bn") else ""
     return (f"default recipe '{recipe['name']}': freeze {recipe['freeze']}{opts}, {recipe['epochs']} epochs, lr {recipe['lr']:g}, "
-            f"{recipe['img_size']} px{crop}, aug {recipe['aug']}\n  why: {recipe['why']} (give --freeze, --lr, --epochs or --img-size to choose)")
+            f"{recipe['img_size']} px{crop}, aug {recipe['aug']}{bn}\n  why: {recipe['why']} (give --freeze, --lr, --epochs or --img-size to choose)")
 
 
 def resolve(config):
     """``config`` with every unset field filled: by the recipe when it applies, else by ``DEFAULTS``."""
     if config.pretrained and all(getattr(config, k) is None for k in TRIGGERS) and not config.freeze_opts:
         recipe = choose(**facts(config))
-        # a given --aug or --crop-pct stays
-        settings = {k: v for k, v in recipe.settings.items() if k not in ("aug", "crop_pct") or getattr(config, k) is None}
+        # a given --aug, --crop-pct or --freeze-bn stays
+        settings = {k: v for k, v in recipe.settings.items() if k not in KEPT_IF_GIVEN or getattr(config, k) is None}
         chosen = dataclasses.replace(config, **settings)
         return dataclasses.replace(chosen, recipe=recipe.record() | {k: getattr(chosen, k) for k in recipe.settings})
     return dataclasses.replace(config, **{k: v for k, v in DEFAULTS.items() if getattr(config, k) is None}, recipe=None)

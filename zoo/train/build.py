@@ -203,7 +203,8 @@ def feature_cache(b: Build, config, dist: distributed.Context, reporter) -> dict
     train_too = config.aug == "none" and not features.random_inside(part, b.model)
     if not train_too and b.val_data is None:
         return None
-    frozen_norms = {id(m) for m in freeze.apply(b.model, b.groups, b.policy.settings(0, len(b.groups)), b.policy)}
+    settings = b.policy.settings(0, len(b.groups))
+    frozen_norms = {id(m) for m in freeze.apply(b.model, b.groups, settings, b.policy, bool(config.freeze_bn))}
     if any(isinstance(m, torch.nn.modules.batchnorm._NormBase) and id(m) not in frozen_norms for m in part.frozen):
         return None  # a norm layer that would use batch statistics in training
     b.model.eval()

@@ -190,7 +190,7 @@ class Trainer:
     def _train_epoch(self) -> None:
         cfg, b, world = self.config, self.built, self.dist.world
         settings = b.policy.settings(self.epoch, len(b.groups))
-        frozen_norms = freeze.apply(b.model, b.groups, settings, b.policy)
+        frozen_norms = freeze.apply(b.model, b.groups, settings, b.policy, bool(cfg.freeze_bn))
         for g in b.optimizer.param_groups:
             g["lr_scale"] = settings[g["group"]].lr_scale
         freeze.train_mode(b.model, frozen_norms)
