@@ -349,7 +349,7 @@ def grid_experiment(out: Path, seeds: int, shots_list: list[int], datasets: list
     cells = [(d, LITE[0], m, s, seed) for d in datasets for s in shots_list for seed in range(seeds) for m in GRID_METHODS
              if not (m == "head-only" and s < recipe.STAGED_FROM)]
     cells += [(d, b, "default", s, seed) for d in datasets for s in shots_list for seed in range(seeds) for b in LITE[1:]]
-    for cell in sorted(cells, key=lambda c: (_expensive(c[2], c[3]), c[3], c[0])):
+    for cell in sorted(cells, key=lambda c: (_expensive(c[2], c[3]), c[2] != "default", c[3], c[0])):
         grid_run(out, results, *cell)
     print(grid_report(out, results, shots_list, datasets))
 

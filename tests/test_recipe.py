@@ -58,6 +58,7 @@ def test_recipe_reads_the_data_and_the_backbone(run, pretrained):
     assert "8 training images per class" in few["why"]
     many = _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}")
     assert many["recipe"]["name"] == "staged" and many["freeze"] == "gradual" and many["freeze_bn"] is True
+    assert {s["norm"] for g in many["groups"][:-1] for s in g["schedule"]} == {"frozen"}  # the backbone's statistics stay
     assert _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}", "--no-freeze-bn")["freeze_bn"] is False  # given: kept
     assert many["groups"][0]["schedule"][0]["trainable"] is False and many["groups"][0]["schedule"][1]["trainable"] is True
     assert _plan(run, pretrained, "--data", f"synthetic:{recipe.STAGED_FROM}", "--shots", "5")["recipe"]["name"] == "linear-probe"
