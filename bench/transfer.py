@@ -368,7 +368,8 @@ def grid_report(out: Path, results: Results, shots_list: list[int], datasets: li
             cells, means, stds = [], [], []
             for shots in shots_list:
                 same = "default" if method == "head-only" and shots < recipe.STAGED_FROM else method  # one run, see grid_experiment
-                got = [r for r in results.rows if (r["dataset"], r["backbone"], r["method"], r["shots"]) == (dataset, backbone, same, shots)]
+                got = [r for r in results.rows if (r.get("dataset"), r.get("backbone"), r.get("method"), r.get("shots")) ==
+                       (dataset, backbone, same, shots)]
                 if not got:
                     cells.append("-")
                     means.append(np.nan), stds.append(np.nan)
