@@ -114,6 +114,16 @@ def summarize(results: list[dict], key: str = "test_top1") -> dict:
     return {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in table.items()}
 
 
+def _shots_axes(ax, shots, title: str) -> None:
+    """Test top-1 against images per class, on a log axis."""
+    ax.set_xscale("log")
+    ax.set_xticks(shots, [str(s) for s in shots])
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel("test top-1")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
 def write_report(out: Path, title: str, results: list[dict], methods: list[str], shots: tuple) -> str:
     import matplotlib
 
@@ -131,12 +141,7 @@ def write_report(out: Path, title: str, results: list[dict], methods: list[str],
         means = [stats[(m, s)][0] for s in shots]
         stds = [stats[(m, s)][1] for s in shots]
         ax.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=m)
-    ax.set_xscale("log")
-    ax.set_xticks(shots, [str(s) for s in shots])
-    ax.set_xlabel("labelled images per class")
-    ax.set_ylabel("test top-1")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    _shots_axes(ax, shots, title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "transfer.png")
@@ -381,12 +386,7 @@ def grid_report(out: Path, results: Results, shots_list: list[int], datasets: li
             label = "test_resnet" if method == "scratch" else backbone.replace("efficientnet-", "")
             lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
             ax.errorbar(shots_list, means, yerr=stds, marker="o", capsize=3, label=f"{label} {method}")
-        ax.set_xscale("log")
-        ax.set_xticks(shots_list, [str(s) for s in shots_list])
-        ax.set_xlabel("labelled images per class")
-        ax.set_ylabel("test top-1")
-        ax.set_title(dataset)
-        ax.grid(alpha=0.3)
+        _shots_axes(ax, shots_list, dataset)
         text.append("\n".join(lines))
     ax.legend(fontsize=7)
     fig.tight_layout()
