@@ -127,12 +127,18 @@ def apply(model, groups: list[ParamGroup], settings: list[GroupSetting], policy=
     modules = dict(model.named_modules())
     allowed = policy.trainable if isinstance(policy, FreezesParameters) else None
     frozen_norms = []
-    for group, setting in zip(groups, settings, strict=False):
+    for i, (group, setting) in enumerate(zip(groups, settings, strict=False)):
         for n in group.params:
             params[n].requires_grad_(setting.trainable and (allowed is None or bool(allowed(n))))
-        if not setting.trainable or (keep_norm_stats and group is not groups[-1]):  # the last group is the head
+        if norms_frozen(i, len(groups), setting, keep_norm_stats):
             frozen_norms += [modules[n] for n in group.norms]
     return frozen_norms
+
+
+def norms_frozen(index: int, n_groups: int, setting: GroupSetting, keep_norm_stats: bool) -> bool:
+    """Whether group ``index``'s norm layers keep their statistics: when it is frozen, or with
+    ``--freeze-bn`` when it is a backbone group (the last group is the new head)."""
+    return not setting.trainable or (keep_norm_stats and index < n_groups - 1)
 
 
 def prepare(policy, model):

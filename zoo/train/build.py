@@ -244,7 +244,7 @@ def plan(config) -> dict:
         trainable = sum(params[n].numel() for n in group.params if allowed is None or allowed(n))
         rows.append({"group": group.name, "params": group.numel, "trainable_params": trainable, "norm_layers": len(group.norms),
                      "schedule": [{"from_epoch": epoch + 1, "trainable": s[i].trainable, "lr_scale": s[i].lr_scale,
-                                   "norm": "train" if s[i].trainable and not (config.freeze_bn and i < len(m.groups) - 1) else "frozen"}
+                                   "norm": "frozen" if freeze.norms_frozen(i, len(m.groups), s[i], bool(config.freeze_bn)) else "train"}
                                   for epoch, s in m.schedule]})
     trainable = any(s.trainable for _, settings in m.schedule for s in settings)
     return {"backbone": spec.source, "classes": dataset.classes, "freeze": config.freeze, "freeze_bn": bool(config.freeze_bn),
