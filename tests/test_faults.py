@@ -332,8 +332,10 @@ def _alive(pid: int) -> bool:
 
 def _as_from_a_terminal() -> None:
     """zoo as a shell with job control starts it: a runner started in the background of a shell without job
-    control (``cmd &`` in a script) ignores SIGINT, and zoo rightly keeps an ignored signal ignored."""
+    control (``cmd &`` in a script) ignores SIGINT, one started by nohup SIGHUP, and zoo rightly keeps an
+    ignored signal ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,

@@ -59,7 +59,7 @@ def test_model_commands_import_torch_frozen_out_of_the_collector(tmp_path):
 
 
 def _heavy_imports(tmp_path, *args) -> tuple[subprocess.CompletedProcess, list[str]]:
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", *args], cwd=tmp_path, env=_env(),
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", *map(str, args)], cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=120)
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "zoo.config" in modules, "no import timings: is -X importtime supported?"
@@ -79,3 +79,17 @@ def test_a_refused_setting_imports_neither_torch_nor_timm(tmp_path):
         proc, heavy = _heavy_imports(tmp_path, "finetune", "test_resnet", "--data", "synthetic", *args)
         assert proc.returncode == 2 and "Error: " in proc.stderr, proc.stderr[-2000:]
         assert not heavy, f"{args}: imported {heavy[:10]}"
+
+
+def test_push_of_a_run_imports_neither_torch_nor_timm(tmp_path):
+    """Publishing reads files and talks HTTP: the dry run (all of push but the upload) costs no torch import."""
+    import zoo
+    from conftest import FAST
+    from zoo.model_config import ARCHITECTURE_ARGS, _loader_params
+
+    assert not set(ARCHITECTURE_ARGS) & _loader_params()  # what lets push skip importing timm is true of this timm
+    run = tmp_path / "run"
+    zoo.finetune(data="synthetic", out=run, **{**FAST, "epochs": 1})
+    proc, heavy = _heavy_imports(tmp_path, "push", run, "user/x", "--dry-run", tmp_path / "up")
+    assert proc.returncode == 0 and (tmp_path / "up" / "model.safetensors").is_file(), proc.stderr[-2000:]
+    assert not heavy, f"`zoo push` imported {heavy[:10]}"

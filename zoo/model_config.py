@@ -33,6 +33,9 @@ PRETRAINED_CFG_DATA = ("architecture", "tag", "input_size", "test_input_size", "
                        "label_offset", "label_names", "label_descriptions", "pool_size", "test_pool_size", "first_conv",
                        "classifier", "license", "description", "origin_url", "paper_name", "paper_ids", "notes")
 WEIGHT_SOURCES = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "custom_load")
+# Model arguments that are no parameter of timm's loaders (a test checks): `zoo push` of a run recording only
+# these reads its config.json without importing timm.
+ARCHITECTURE_ARGS = ("in_chans", "global_pool", "img_size", "drop_rate", "drop_path_rate")
 MAX_CLASSES = 100_000  # ImageNet-22k has 21,843
 SIDES = (8, 4096)  # an image side zoo accepts (as --img-size does)
 
@@ -57,7 +60,8 @@ def check_model_args(args: dict, where: str, prefix: str = "", error: type[ZooEr
     """``args`` when every key is safe to pass to ``timm.create_model``; else a one-line ``error``."""
     if not isinstance(args, dict):
         raise error(f"{where}: '{prefix.rstrip('.') or 'model_args'}' must be a mapping of timm arguments")
-    loaders = _loader_params()
+    # timm's loader parameters cost its import (seconds): not needed for the arguments zoo's own runs record.
+    loaders = _loader_params() if set(args) - set(ARCHITECTURE_ARGS) else set()
     for key, value in args.items():
         if key in loaders and value is not None:  # null says "none": timm's own exports write a few
             why = "an argument of timm's weight loading; zoo reads weights only from model.safetensors"
