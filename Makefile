@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python bench/demo.py
 
-# One worker per core; each test file runs whole on one worker, so its module fixtures (a Hub server,
-# a throwaway venv) are built once.
-XDIST := -n auto --dist loadfile
+# One worker per core, given one test at a time; the files marked xdist_group (a throwaway venv their
+# tests share) run whole on one worker.
+XDIST := -n auto --dist loadgroup
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST)

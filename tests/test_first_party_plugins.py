@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole file (`make test` runs pytest-xdist): its tests share one throwaway venv.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("first-party-plugins")]
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from conftest import make_evil_package, write_plugin_record
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole file (`make test` runs pytest-xdist): its tests share one throwaway venv.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("plugins-e2e")]
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
