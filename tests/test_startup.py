@@ -83,8 +83,9 @@ def test_a_refused_setting_imports_neither_torch_nor_timm(tmp_path):
 
 def test_push_of_a_run_imports_neither_torch_nor_timm(tmp_path):
     """Publishing reads files and talks HTTP: the dry run (all of push but the upload) costs no torch import."""
-    import zoo
     from conftest import FAST
+
+    import zoo
     from zoo.model_config import ARCHITECTURE_ARGS, _loader_params
 
     assert not set(ARCHITECTURE_ARGS) & _loader_params()  # what lets push skip importing timm is true of this timm
