@@ -15,12 +15,8 @@ $(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python bench/demo.py
 
-# One worker per core, given one test at a time; the files marked xdist_group (a throwaway venv their
-# tests share) run whole on one worker.
-XDIST := -n auto --dist loadgroup
-
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(XDIST)
+	$(BIN)/python -m pytest -q
 
 # ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
@@ -28,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow"
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-# One worker runs the whole file (`make test` runs pytest-xdist): its tests share one throwaway venv.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("first-party-plugins")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import make_evil_package, write_plugin_record
 
-# One worker runs the whole file (`make test` runs pytest-xdist): its tests share one throwaway venv.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("plugins-e2e")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
