@@ -11,13 +11,12 @@ import hashlib
 import os
 import pickle
 import re
-import resource
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forked
 import pytest
 from conftest import alias_bomb, make_evil_package, make_image_folder, write_plugin_record
 
@@ -755,9 +754,9 @@ def test_bad_input(name, tmp_path, good_run, run, monkeypatch):
     before = {k: v for k, v in snapshot(tmp_path).items() if not k.endswith(".lock")}  # a lock goes with its holder
     if call.subprocess:
         limit = call.file_size_limit
-        done = subprocess.run([sys.executable, "-m", "zoo", *map(str, call.args)], capture_output=True, text=True, timeout=120,
+        done = forked.run([sys.executable, "-m", "zoo", *map(str, call.args)], capture_output=True, text=True, timeout=120,
                               env={**os.environ, **call.env},
-                              preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))) if limit else None)
+                              file_size_limit=limit)
         code, stderr, stdout = done.returncode, done.stderr, done.stdout
     else:
         for key, value in call.env.items():

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ COMMON = ["--data", "digits", "--shots", "15", "--no-pretrained", "--img-size", 
 
 
 def zoo(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def weights(run_dir: Path) -> dict:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import forked
 import pytest
 from hubserver import HubServer
 
@@ -14,7 +15,7 @@ TOKEN = "hf_doctorPLANTEDtoken987"
 
 
 def doctor(*args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", "doctor", *args], capture_output=True, text=True, timeout=120,
+    return forked.run([sys.executable, "-m", "zoo", "doctor", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_TOKEN": TOKEN, **env})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -84,21 +84,15 @@ def test_sigkill_at_five_random_moments_then_resume_is_bit_identical(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
-def _limit_file_size(limit: int):
-    def apply():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail with EFBIG
-    return apply
-
-
 def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = ["test_resnet", "--data", "digits", "--shots", "10", "--no-pretrained", "--img-size", "32", "--batch-size", "16",
             "--aug", "none", "--quiet", "--out", str(out)]
-    subprocess.run([sys.executable, "-m", "zoo", "finetune", *args, "--epochs", "1"], check=True, capture_output=True, timeout=300)
+    forked.run([sys.executable, "-m", "zoo", "finetune", *args, "--epochs", "1"], check=True, capture_output=True, timeout=300)
     good = (out / LAST).read_bytes()
     # Files may not grow past 64 KB: run_config.yaml and metrics.jsonl fit, a checkpoint does not (like a full disk).
-    failed = subprocess.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300,
-                            preexec_fn=_limit_file_size(64 * 1024))
+    failed = forked.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300,
+                        file_size_limit=64 * 1024)
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
     lines = failed.stderr.strip().splitlines()
@@ -118,8 +112,8 @@ TINY_VIT = ["test_vit", "--data", "synthetic:4", "--no-pretrained", "--img-size"
 
 
 def _zoo(*args, limit: int | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
-                          preexec_fn=_limit_file_size(limit) if limit else None)
+    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
+                      file_size_limit=limit)
 
 
 @pytest.fixture(scope="module")

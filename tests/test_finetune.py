@@ -2,6 +2,7 @@ import json
 import pickle
 from pathlib import Path
 
+import forked
 import numpy as np
 import pytest
 import torch
@@ -452,7 +453,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert proc.returncode == 130, err
     assert f"resume with: zoo finetune --resume {out}" in err and "Traceback" not in err
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "model.safetensors").exists()
-    done = subprocess.run([sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "3", "--quiet"],
+    done = forked.run([sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "3", "--quiet"],
                           capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").is_file()

@@ -13,6 +13,7 @@ import sys
 import termios
 from pathlib import Path
 
+import forked
 import pytest
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -46,7 +47,7 @@ def on_terminal(args, cwd: Path, columns: int, timeout=300) -> str:
 
 
 def piped(args, cwd: Path, **env) -> str:
-    proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=_env(cwd, **env),
+    proc = forked.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=_env(cwd, **env),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

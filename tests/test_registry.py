@@ -1,6 +1,7 @@
 import json
 import re
 
+import forked
 import pytest
 import yaml
 from conftest import alias_bomb
@@ -214,12 +215,11 @@ BAD_YAML = {  # name -> (bytes of the registry file, what the one line says afte
 def zoo_fails_fast(tmp_path, env: dict, args: list, message: str) -> None:
     """``zoo ARGS`` exits 2 within seconds, printing only ``Error: MESSAGE`` (a regular expression)."""
     import os
-    import subprocess
     import sys
     import time
 
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=60,
+    done = forked.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env}, cwd=tmp_path)
     assert time.monotonic() - started < 30, args  # `zoo info` imports torch first: seconds on a busy machine
     assert done.returncode == 2, (args, done.stdout[-500:], done.stderr)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forked
 import pytest
 from conftest import make_image_folder, write_plugin_record
 
@@ -23,7 +24,7 @@ RAW = ("\x1b", "\x07", "\u202e", "\x9b")  # none of these may reach the terminal
 
 
 def zoo(*args, cwd=None, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
+    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env={**os.environ, "COLUMNS": "200", **env})
 
 
