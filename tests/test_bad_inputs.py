@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import forked
 import pytest
 from conftest import alias_bomb, make_evil_package, make_image_folder, write_plugin_record
+
+from zoo import forkserver
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 TINY = ["--no-pretrained", "--img-size", "32", "--epochs", "1", "--batch-size", "8", "--aug", "none", "--quiet"]
@@ -754,7 +755,7 @@ def test_bad_input(name, tmp_path, good_run, run, monkeypatch):
     before = {k: v for k, v in snapshot(tmp_path).items() if not k.endswith(".lock")}  # a lock goes with its holder
     if call.subprocess:
         limit = call.file_size_limit
-        done = forked.run([sys.executable, "-m", "zoo", *map(str, call.args)], capture_output=True, text=True, timeout=120,
+        done = forkserver.run([sys.executable, "-m", "zoo", *map(str, call.args)], capture_output=True, text=True, timeout=120,
                               env={**os.environ, **call.env},
                               file_size_limit=limit)
         code, stderr, stdout = done.returncode, done.stderr, done.stdout

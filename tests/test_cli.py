@@ -3,9 +3,10 @@ import os
 import re
 import sys
 
-import forked
 import pytest
 from conftest import make_image_folder
+
+from zoo import forkserver
 
 
 def test_version_and_help(run):
@@ -45,7 +46,7 @@ def test_info_reads_pretrained_config_without_download(run):
 
 
 def _zoo(*args, **env):
-    return forked.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=dict(os.environ, **env))
+    return forkserver.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=dict(os.environ, **env))
 
 
 def test_info_of_hub_name_offline_says_what_to_do():
@@ -132,10 +133,10 @@ def test_dry_run_prints_groups_and_schedule(run):
 
 def test_debug_shows_traceback(tmp_path):
     env = dict(os.environ, ZOO_DEBUG="1")
-    proc = forked.run([sys.executable, "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, env=env)
+    proc = forkserver.run([sys.executable, "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, env=env)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
     env.pop("ZOO_DEBUG")
-    proc = forked.run([sys.executable, "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, env=env)
+    proc = forkserver.run([sys.executable, "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import forked
 import pytest
 import torch
+
+from zoo import forkserver
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ COMMON = ["--data", "digits", "--shots", "15", "--no-pretrained", "--img-size", 
 
 
 def zoo(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
-    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+    return forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def weights(run_dir: Path) -> dict:

@@ -7,15 +7,16 @@ import os
 import subprocess
 import sys
 
-import forked
 import pytest
 from hubserver import HubServer
+
+from zoo import forkserver
 
 TOKEN = "hf_doctorPLANTEDtoken987"
 
 
 def doctor(*args, **env) -> subprocess.CompletedProcess:
-    return forked.run([sys.executable, "-m", "zoo", "doctor", *args], capture_output=True, text=True, timeout=120,
+    return forkserver.run([sys.executable, "-m", "zoo", "doctor", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_TOKEN": TOKEN, **env})
 
 

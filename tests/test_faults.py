@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import forked
 import pytest
 import torch
 
-from zoo import hookimpl
+from zoo import forkserver, hookimpl
 from zoo.rundir import BEST, LAST, METRICS, RUN_CONFIG
 
 ARGS = ["test_resnet", "--data", "digits", "--shots", "20", "--no-pretrained", "--img-size", "32", "--epochs", "4",
@@ -88,10 +87,10 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     out = tmp_path / "run"
     args = ["test_resnet", "--data", "digits", "--shots", "10", "--no-pretrained", "--img-size", "32", "--batch-size", "16",
             "--aug", "none", "--quiet", "--out", str(out)]
-    forked.run([sys.executable, "-m", "zoo", "finetune", *args, "--epochs", "1"], check=True, capture_output=True, timeout=300)
+    forkserver.run([sys.executable, "-m", "zoo", "finetune", *args, "--epochs", "1"], check=True, capture_output=True, timeout=300)
     good = (out / LAST).read_bytes()
     # Files may not grow past 64 KB: run_config.yaml and metrics.jsonl fit, a checkpoint does not (like a full disk).
-    failed = forked.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300,
+    failed = forkserver.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300,
                         file_size_limit=64 * 1024)
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
@@ -112,7 +111,7 @@ TINY_VIT = ["test_vit", "--data", "synthetic:4", "--no-pretrained", "--img-size"
 
 
 def _zoo(*args, limit: int | None = None) -> subprocess.CompletedProcess:
-    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
+    return forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
                       file_size_limit=limit)
 
 

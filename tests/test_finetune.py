@@ -2,7 +2,6 @@ import json
 import pickle
 from pathlib import Path
 
-import forked
 import numpy as np
 import pytest
 import torch
@@ -11,7 +10,7 @@ from conftest import FAST, make_image_folder
 from safetensors.torch import load_file
 
 import zoo
-from zoo import backbones, freeze
+from zoo import backbones, forkserver, freeze
 from zoo.errors import UsageError, ZooError
 from zoo.registry import resolve
 from zoo.trainer import Interrupted, Reporter
@@ -453,7 +452,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert proc.returncode == 130, err
     assert f"resume with: zoo finetune --resume {out}" in err and "Traceback" not in err
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "model.safetensors").exists()
-    done = forked.run([sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "3", "--quiet"],
+    done = forkserver.run([sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "3", "--quiet"],
                           capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").is_file()

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import forked
 import pytest
+
+from zoo import forkserver
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens on port 9
 
@@ -24,7 +25,7 @@ def zoo(tmp: Path, *args, cwd: Path | None = None, **env) -> tuple[subprocess.Co
     full = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     full.update(HF_ENDPOINT=CLOSED, HF_HOME=str(tmp / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1", NO_COLOR="1", COLUMNS="200", **env)
     start = time.perf_counter()
-    proc = forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, env=full,
+    proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, env=full,
                           cwd=cwd, timeout=120)
     return proc, time.perf_counter() - start
 

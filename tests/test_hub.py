@@ -19,13 +19,13 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-import forked
 import numpy as np
 import pytest
 import yaml
 from conftest import _reset, make_image_folder
 
 import zoo
+from zoo import forkserver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hubserver import HubServer
@@ -50,7 +50,7 @@ def hub_env(server: HubServer, home: Path, *, token: str | None = TOKEN, **extra
 
 
 def zoo_cli(server: HubServer, home: Path, *args, token: str | None = TOKEN, timeout: int = 300, **extra):
-    proc = forked.run([sys.executable, "-m", "zoo", *map(str, args)], env=hub_env(server, home, token=token, **extra),
+    proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], env=hub_env(server, home, token=token, **extra),
                           capture_output=True, text=True, timeout=timeout, cwd=home.parent)
     OUTPUTS.extend([proc.stdout, proc.stderr])
     return proc
@@ -59,7 +59,7 @@ def zoo_cli(server: HubServer, home: Path, *args, token: str | None = TOKEN, tim
 def client(server: HubServer, home: Path, code: str, *, token: str | None = TOKEN, stderr: bool = False, **extra):
     """Run Python `code` that assigns `result`; return it (JSON), with the stderr when asked."""
     script = textwrap.dedent(code) + "\nimport json as _j\nprint('@@' + _j.dumps(result))\n"
-    proc = forked.run([sys.executable, "-c", script], env=hub_env(server, home, token=token, **extra),
+    proc = forkserver.run([sys.executable, "-c", script], env=hub_env(server, home, token=token, **extra),
                           capture_output=True, text=True, timeout=300, cwd=home.parent)
     OUTPUTS.extend([proc.stdout, proc.stderr])
     assert proc.returncode == 0 and "@@" in proc.stdout, proc.stderr

@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import forked
 import pytest
+
+from zoo import forkserver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hubserver import HubServer, git_blob_sha1
@@ -34,7 +35,7 @@ def run_client(server: HubServer, code: str, *, hf_home: Path, env: dict | None 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "HUGGING_FACE_"))}
     full_env = {**clean, "HF_ENDPOINT": server.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(hf_home),
                 "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
-    proc = forked.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True,
+    proc = forkserver.run([sys.executable, "-c", script], env=full_env, capture_output=True, text=True,
                           timeout=timeout, cwd=hf_home.parent)
     if proc.returncode != 0 or _RESULT not in proc.stdout:
         raise AssertionError(f"client failed (rc={proc.returncode})\n{proc.stdout}\n{proc.stderr}")

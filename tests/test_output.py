@@ -13,8 +13,9 @@ import sys
 import termios
 from pathlib import Path
 
-import forked
 import pytest
+
+from zoo import forkserver
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RUN = "a-run-directory-with-a-rather-long-name-for-narrow-terminals"
@@ -47,7 +48,7 @@ def on_terminal(args, cwd: Path, columns: int, timeout=300) -> str:
 
 
 def piped(args, cwd: Path, **env) -> str:
-    proc = forked.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=_env(cwd, **env),
+    proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=_env(cwd, **env),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

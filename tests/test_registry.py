@@ -1,11 +1,11 @@
 import json
 import re
 
-import forked
 import pytest
 import yaml
 from conftest import alias_bomb
 
+from zoo import forkserver
 from zoo.errors import NotFoundError, UsageError, ZooError
 from zoo.registry import get_registry, load_registry_file, packaged_registry, parse_source, resolve
 
@@ -219,7 +219,7 @@ def zoo_fails_fast(tmp_path, env: dict, args: list, message: str) -> None:
     import time
 
     started = time.monotonic()
-    done = forked.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=60,
+    done = forkserver.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env}, cwd=tmp_path)
     assert time.monotonic() - started < 30, args  # `zoo info` imports torch first: seconds on a busy machine
     assert done.returncode == 2, (args, done.stdout[-500:], done.stderr)

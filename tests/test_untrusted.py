@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import forked
 import pytest
 from conftest import make_image_folder, write_plugin_record
+
+from zoo import forkserver
 
 # Class folder names a stranger's dataset or config.json may hold: terminal escapes (retitle the
 # window, clear the screen), a bidi override, a C1 control, rich markup, a link and (bad) matplotlib math.
@@ -24,7 +25,7 @@ RAW = ("\x1b", "\x07", "\u202e", "\x9b")  # none of these may reach the terminal
 
 
 def zoo(*args, cwd=None, **env) -> subprocess.CompletedProcess:
-    return forked.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
+    return forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env={**os.environ, "COLUMNS": "200", **env})
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from zoo import forkserver
+
 
 def plugin_fixtures(distribution: str, entry_point: str) -> dict:
     """The fixtures ``plugin_installed`` (session, automatic), ``isolated`` (automatic) and ``cli``."""
@@ -50,10 +52,13 @@ def plugin_fixtures(distribution: str, entry_point: str) -> dict:
 
     @pytest.fixture
     def cli():
-        """``cli(*args, expect=0)`` runs zoo in a subprocess; a different exit code fails the test."""
+        """``cli(*args, expect=0)`` runs zoo in a subprocess; a different exit code fails the test.
+
+        The subprocess is forked from a server that imported torch once (``zoo.forkserver``), which saves each
+        call 3-4 seconds; ``ZOO_TEST_FORK=0`` starts a new interpreter instead."""
 
         def run(*args, expect: int = 0) -> subprocess.CompletedProcess:
-            proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+            proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
                                   env=dict(os.environ), timeout=600)
             assert proc.returncode == expect, f"zoo {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
             return proc

@@ -1,20 +1,24 @@
-"""``python -m zoo ARGS`` and ``python -c CODE`` as real processes forked from an interpreter that imported torch once.
+"""For tests: ``python -m zoo ARGS`` and ``python -c CODE`` as real processes forked from an interpreter that has
+imported torch once.
 
-Every zoo process a test starts used to spend 3-4 CPU-seconds importing torch and torchvision before zoo ran a line;
-on the 2-core CI machine that was half of ``make test``. A server imports them once and forks one child per call.
+Every zoo process a test starts spends 3-4 CPU-seconds importing torch and torchvision before zoo runs a line;
+on a 2-core machine that was half of ``make test``. A server imports them once and forks one child per call.
 The child is a new process with its own pid, environment, working directory, stdin/stdout/stderr, file-size limit
 and exit status, and it runs zoo's real ``__main__``. Nothing of zoo, timm or huggingface_hub is imported before the
 fork (they read the environment when imported), so each child starts as ``python -m zoo`` would, with torch already
 in ``sys.modules``; the children share the server's hash seed.
 
-Tests about start-up itself (what gets imported, how fast), terminals, signals and torchrun keep plain subprocesses.
-``ZOO_TEST_FORK=0`` makes :func:`run` a plain ``subprocess.run``, to check that both give the same results.
+zoo's tests and ``zoo.testing``'s ``cli`` fixture use it. Tests about start-up itself (what gets imported, how
+fast), terminals, signals and torchrun keep plain subprocesses. A call that sets PYTHONPATH or another PYTHON*
+variable gets a new interpreter, as does every call under ``ZOO_TEST_FORK=0``: there :func:`run` is a plain
+``subprocess.run``, to check that both give the same results.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import locale
 import os
 import resource
 import socket
@@ -23,6 +27,9 @@ import sys
 import tempfile
 
 _server: tuple[subprocess.Popen, str] | None = None
+# Python reads PYTHONPATH and its other PYTHON* variables only as it starts: the server starts with these (the test
+# process's own), and a call that sets others gets a new interpreter.
+_STARTUP = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
 
 
 def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=False, text=False, check=False,
@@ -30,8 +37,9 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
     """``subprocess.run(args, ...)`` for ``[sys.executable, "-m", "zoo", ...]`` or ``[sys.executable, "-c", CODE]``."""
     args = [str(a) for a in args]
     if args[0] != sys.executable or not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
-        raise ValueError(f"forked.run starts only `python -m zoo` or `python -c`, not {args[:3]}")
-    if os.environ.get("ZOO_TEST_FORK") == "0":
+        raise ValueError(f"forkserver.run starts only `python -m zoo` or `python -c`, not {args[:3]}")
+    env = dict(os.environ if env is None else env)
+    if os.environ.get("ZOO_TEST_FORK") == "0" or {k: v for k, v in env.items() if k.startswith("PYTHON")} != _STARTUP:
         limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))) \
             if file_size_limit else None
         return subprocess.run(args, env=env, cwd=cwd, timeout=timeout, input=input, capture_output=capture_output,
@@ -41,7 +49,7 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
             stdin.write(input.encode() if isinstance(input, str) else input)
             stdin.seek(0)
         fds = [stdin.fileno() if input is not None else 0, *((out.fileno(), err.fileno()) if capture_output else (1, 2))]
-        request = {"argv": args[1:], "env": dict(os.environ if env is None else env), "cwd": str(cwd or os.getcwd()),
+        request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()),
                    "file_size_limit": file_size_limit}
         code = _call(request, fds, timeout, args)
         stdout = stderr = None
@@ -49,7 +57,9 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
             out.seek(0), err.seek(0)
             stdout, stderr = out.read(), err.read()
             if text:
-                stdout, stderr = (s.decode().replace("\r\n", "\n") for s in (stdout, stderr))
+                # as subprocess does in text mode
+                encoding = locale.getpreferredencoding(False)
+                stdout, stderr = (s.decode(encoding).replace("\r\n", "\n").replace("\r", "\n") for s in (stdout, stderr))
     done = subprocess.CompletedProcess(args, code, stdout, stderr)
     if check:
         done.check_returncode()
@@ -88,8 +98,11 @@ def _address() -> str:
     global _server
     if _server is None or _server[0].poll() is not None:
         path = os.path.join(tempfile.mkdtemp(prefix="zoo-fork-"), "s")
-        proc = subprocess.Popen([sys.executable, __file__, path, str(os.getpid())], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, text=True)
+        # run as a file, not as zoo.forkserver: the server must not have imported zoo
+        serve = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
+        proc = subprocess.Popen([sys.executable, "-c", serve, __file__, path, str(os.getpid())],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **_STARTUP})
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
         atexit.register(proc.kill)
@@ -103,7 +116,7 @@ def _serve(path: str, parent: int) -> None:
     import torch  # noqa: F401  what every child needs and no child should import again
     import torchvision  # noqa: F401  (timm imports it; it pulls in torch._dynamo)
 
-    del sys.path[0]  # tests/: a zoo process has its working directory there instead
+    del sys.path[0]  # '' from -c: each child puts its own working directory there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
@@ -192,4 +205,4 @@ def _child(request: dict, fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]))
+    _serve(sys.argv[-2], int(sys.argv[-1]))  # after the file: the socket and the test process
