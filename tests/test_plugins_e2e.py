@@ -4,7 +4,8 @@ Nothing is mocked. Once per module a throwaway virtual environment is created wi
 interpreter (``sys.executable -m venv``); a ``.pth`` file makes it see the checkout's zoo and the
 outer venv's packages (torch, timm, ...) without reinstalling them. The plugin packages under
 tests/plugins/ are then installed into it with ``zoo plugins install`` (pip under the hood),
-and ``zoo`` runs there as a subprocess, exactly as a user would run it.
+and ``zoo`` runs there as a subprocess, as a user would run it (forked from a server that imported torch in that
+environment: ``zoo.forkserver``).
 
 The plugin folders are copied to a temporary directory before they are installed, because a
 setuptools build writes ``build/`` and ``*.egg-info`` into the source folder.
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pytest
 from conftest import make_evil_package, write_plugin_record
+
+from zoo import forkserver
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +55,8 @@ class Venv:
                               capture_output=True, text=True, timeout=timeout)
 
     def zoo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-        return self.run("-m", "zoo", *args, env=self.env(**env), timeout=timeout)
+        return forkserver.run([str(self.python), "-m", "zoo", *args], cwd=self.work, env=self.env(**env),
+                              capture_output=True, text=True, timeout=timeout)
 
     def zoo_json(self, *args: str, **env: str):
         proc = self.zoo(*args, "--json", **env)

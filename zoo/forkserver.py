@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-_server: tuple[subprocess.Popen, str] | None = None
+_servers: dict[str, tuple[subprocess.Popen, str]] = {}  # interpreter -> the server it runs, and its socket
 # Python reads PYTHONPATH and its other PYTHON* variables only as it starts: the server starts with these (the test
 # process's own), and a call that sets others gets a new interpreter.
 _STARTUP = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
@@ -34,9 +34,10 @@ _STARTUP = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
 
 def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=False, text=False, check=False,
         file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """``subprocess.run(args, ...)`` for ``[sys.executable, "-m", "zoo", ...]`` or ``[sys.executable, "-c", CODE]``."""
+    """``subprocess.run(args, ...)`` for ``[PYTHON, "-m", "zoo", ...]`` or ``[PYTHON, "-c", CODE]``; each PYTHON
+    (this one, a virtual environment's) gets a server of its own."""
     args = [str(a) for a in args]
-    if args[0] != sys.executable or not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
+    if not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
         raise ValueError(f"forkserver.run starts only `python -m zoo` or `python -c`, not {args[:3]}")
     env = dict(os.environ if env is None else env)
     if os.environ.get("ZOO_TEST_FORK") == "0" or {k: v for k, v in env.items() if k.startswith("PYTHON")} != _STARTUP:
@@ -51,7 +52,7 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
         fds = [stdin.fileno() if input is not None else 0, *((out.fileno(), err.fileno()) if capture_output else (1, 2))]
         request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()),
                    "file_size_limit": file_size_limit}
-        code = _call(request, fds, timeout, args)
+        code = _call(_address(args[0]), request, fds, timeout, args)
         stdout = stderr = None
         if capture_output:
             out.seek(0), err.seek(0)
@@ -66,9 +67,9 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
     return done
 
 
-def _call(request: dict, fds: list[int], timeout: float | None, args: list[str]) -> int:
+def _call(address: str, request: dict, fds: list[int], timeout: float | None, args: list[str]) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.connect(_address())
+        conn.connect(address)
         payload = json.dumps(request).encode()
         socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
         pid = int(_line(conn))
@@ -93,21 +94,21 @@ def _line(conn: socket.socket) -> bytes:
     return data
 
 
-def _address() -> str:
-    """The server's socket, started on first use (one per test process, so one per xdist worker)."""
-    global _server
-    if _server is None or _server[0].poll() is not None:
+def _address(python: str) -> str:
+    """The socket of ``python``'s server, started on first use (servers belong to one test process)."""
+    server = _servers.get(python)
+    if server is None or server[0].poll() is not None:
         path = os.path.join(tempfile.mkdtemp(prefix="zoo-fork-"), "s")
         # run as a file, not as zoo.forkserver: the server must not have imported zoo
         serve = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
-        proc = subprocess.Popen([sys.executable, "-c", serve, __file__, path, str(os.getpid())],
+        proc = subprocess.Popen([python, "-c", serve, __file__, path, str(os.getpid())],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
                                 env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **_STARTUP})
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
         atexit.register(proc.kill)
-        _server = (proc, path)
-    return _server[1]
+        server = _servers[python] = (proc, path)
+    return server[1]
 
 
 # -- the server ----------------------------------------------------------------------------------------------------
