@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml plugins/zoo-efficientnet-lite/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python bench/demo.py
 
+# One pytest process per core (xdist); each test file runs whole on one of them, so that a file's module
+# fixtures (a throwaway venv, a Hub server, a trained run) are built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
@@ -24,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -46,7 +46,7 @@ def metrics(out: Path) -> list[dict]:
 def test_sigkill_at_five_random_moments_then_resume_is_bit_identical(tmp_path):
     ref = tmp_path / "ref"
     start = time.monotonic()
-    subprocess.run(command(ref), check=True, capture_output=True, timeout=300)
+    forkserver.run(command(ref), check=True, capture_output=True, timeout=300)
     duration = time.monotonic() - start
 
     seed = int(os.environ.get("ZOO_KILL_SEED", random.SystemRandom().randrange(2**32)))
@@ -60,7 +60,8 @@ def test_sigkill_at_five_random_moments_then_resume_is_bit_identical(tmp_path):
         # Before run_config.yaml exists there is nothing to resume: the user runs the same command again.
         # After the run has finished, --resume writes its outputs again: a kill there must not harm them either.
         cmd = resume_command(out) if (out / RUN_CONFIG).exists() else command(out)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(tmp_path / "stderr", "w+") as err:
+            proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=err)
         delay = rng.uniform(0.2, 0.6 * duration)  # each attempt pays the start-up again: kill within its first part
         try:
             proc.wait(timeout=delay)
@@ -70,9 +71,9 @@ def test_sigkill_at_five_random_moments_then_resume_is_bit_identical(tmp_path):
             kills += 1
             print(f"attempt {attempt}: killed after {delay:.2f}s")
             continue
-        assert proc.returncode == 0, proc.stderr.read().decode()
+        assert proc.returncode == 0, (tmp_path / "stderr").read_text()
     assert kills == 5
-    finish = subprocess.run(resume_command(out) if (out / RUN_CONFIG).exists() else command(out), capture_output=True, text=True,
+    finish = forkserver.run(resume_command(out) if (out / RUN_CONFIG).exists() else command(out), capture_output=True, text=True,
                             timeout=300)
     assert finish.returncode == 0, finish.stderr
     for name in ("model.safetensors", BEST, LAST):
@@ -323,14 +324,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _as_from_a_terminal() -> None:
-    """zoo as a shell with job control starts it: a runner started in the background of a shell without job
-    control (``cmd &`` in a script) ignores SIGINT, one started by nohup SIGHUP, and zoo rightly keeps an
-    ignored signal ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
 def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,
                env: dict | None = None) -> tuple[int, str, float, list[int]]:
     """Start zoo in its own process group; once ``when`` is on stderr, or ``when()`` is true (and worker processes
@@ -338,8 +331,11 @@ def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: b
 
     Returns the exit code, stderr, the seconds from the signal to the exit, and the workers seen."""
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                env={**os.environ, **(env or {})}, preexec_fn=_as_from_a_terminal)
+        # default_signals: zoo as a shell with job control starts it. A runner started in the background of a
+        # shell without job control (`cmd &` in a script) ignores SIGINT, one started by nohup SIGHUP, and zoo
+        # rightly keeps an ignored signal ignored.
+        proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, **(env or {})}, default_signals=True)
     try:
         deadline = time.monotonic() + 180
         while not ((when() if callable(when) else when in log.read_text()) and (_workers(proc.pid) or not workers)):

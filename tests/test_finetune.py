@@ -443,12 +443,14 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "zoo", "finetune", "test_resnet", "--data", "synthetic:200", "--no-pretrained", "--img-size", "32",
            "--epochs", "50", "--batch-size", "16", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "stderr", "w") as log:
+        proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130, err
     assert f"resume with: zoo finetune --resume {out}" in err and "Traceback" not in err
     assert (out / "checkpoints" / "last.pt").is_file() and not (out / "model.safetensors").exists()

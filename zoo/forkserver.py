@@ -21,6 +21,8 @@ import json
 import locale
 import os
 import resource
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -36,11 +38,8 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
         file_size_limit: int | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run(args, ...)`` for ``[PYTHON, "-m", "zoo", ...]`` or ``[PYTHON, "-c", CODE]``; each PYTHON
     (this one, a virtual environment's) gets a server of its own."""
-    args = [str(a) for a in args]
-    if not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
-        raise ValueError(f"forkserver.run starts only `python -m zoo` or `python -c`, not {args[:3]}")
     env = dict(os.environ if env is None else env)
-    if os.environ.get("ZOO_TEST_FORK") == "0" or {k: v for k, v in env.items() if k.startswith("PYTHON")} != _STARTUP:
+    if _plain(args, env):
         limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))) \
             if file_size_limit else None
         return subprocess.run(args, env=env, cwd=cwd, timeout=timeout, input=input, capture_output=capture_output,
@@ -49,10 +48,15 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
         if input is not None:
             stdin.write(input.encode() if isinstance(input, str) else input)
             stdin.seek(0)
-        fds = [stdin.fileno() if input is not None else 0, *((out.fileno(), err.fileno()) if capture_output else (1, 2))]
-        request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()),
-                   "file_size_limit": file_size_limit}
-        code = _call(_address(args[0]), request, fds, timeout, args)
+        proc = start(args, env=env, cwd=cwd, stdin=stdin if input is not None else None,
+                     stdout=out if capture_output else None, stderr=err if capture_output else None,
+                     file_size_limit=file_size_limit)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # as subprocess.run does
+            proc.wait()
+            raise
         stdout = stderr = None
         if capture_output:
             out.seek(0), err.seek(0)
@@ -67,21 +71,62 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
     return done
 
 
-def _call(address: str, request: dict, fds: list[int], timeout: float | None, args: list[str]) -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.connect(address)
+def start(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, start_new_session=False,
+          default_signals=False, file_size_limit: int | None = None) -> Process:
+    """``subprocess.Popen(args, ...)`` for the same commands: stdin, stdout and stderr are None (this process's),
+    ``subprocess.DEVNULL`` or an open file; ``default_signals`` resets SIGINT and SIGHUP to their defaults, as a
+    shell with job control does."""
+    args = [str(a) for a in args]
+    env = dict(os.environ if env is None else env)
+    if _plain(args, env):
+        raise ValueError("forkserver.start needs the fork server: not under ZOO_TEST_FORK=0 or with PYTHON* variables")
+    with open(os.devnull, "r+b") as null:
+        fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
+               for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
+        request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()), "file_size_limit": file_size_limit,
+                   "new_session": start_new_session, "default_signals": default_signals}
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(_address(args[0]))
         payload = json.dumps(request).encode()
         socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
-        pid = int(_line(conn))
-        conn.settimeout(timeout)
-        try:
-            status = _line(conn)
-        except TimeoutError:
-            os.kill(pid, 9)  # as subprocess.run does on a timeout
-            conn.settimeout(None)
-            _line(conn)
-            raise subprocess.TimeoutExpired(args, timeout) from None
-        return os.waitstatus_to_exitcode(int(status))
+        return Process(args, conn, int(_line(conn)))
+
+
+class Process:
+    """A forked child, as ``subprocess.Popen`` shows one: ``pid``, ``returncode``, ``poll``, ``wait``, signals."""
+
+    def __init__(self, args: list[str], conn: socket.socket, pid: int):
+        self.args, self.pid, self.returncode, self._conn = args, pid, None, conn
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self.wait()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = os.waitstatus_to_exitcode(int(_line(self._conn)))  # the server reaped it
+            self._conn.close()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def _plain(args: list, env: dict) -> bool:
+    """Whether ``args`` must start a new interpreter (PYTHON* variables are read only as Python starts)."""
+    if not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
+        raise ValueError(f"the fork server starts only `python -m zoo` or `python -c`, not {args[:3]}")
+    return os.environ.get("ZOO_TEST_FORK") == "0" or {k: v for k, v in env.items() if k.startswith("PYTHON")} != _STARTUP
 
 
 def _line(conn: socket.socket) -> bytes:
@@ -121,26 +166,31 @@ def _serve(path: str, parent: int) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
-    listener.settimeout(2)
     print("ready", flush=True)
+    running: dict[int, socket.socket] = {}  # child -> the caller waiting for its exit status
     while os.getppid() == parent:  # the test process is gone: stop
-        try:
+        if select.select([listener], [], [], 0.05)[0]:
             conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        conn.settimeout(None)
-        with conn:
             request, fds = _receive(conn)
             pid = os.fork()
             if pid == 0:
                 listener.close()
-                conn.close()
+                for other in [conn, *running.values()]:
+                    other.close()
                 _child(request, fds)
             for fd in fds:
                 os.close(fd)
             conn.sendall(f"{pid}\n".encode())
-            _, status = os.waitpid(pid, 0)
-            conn.sendall(f"{status}\n".encode())
+            running[pid] = conn
+        for pid in list(running):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                conn = running.pop(pid)
+                try:
+                    conn.sendall(f"{status}\n".encode())
+                except OSError:  # the caller is gone
+                    pass
+                conn.close()
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -173,6 +223,11 @@ def _child(request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        if request["new_session"]:
+            os.setsid()
+        if request["default_signals"]:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
         if request["file_size_limit"]:
             limit = request["file_size_limit"]
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
