@@ -16,9 +16,11 @@ demo: $(STAMP)
 	$(BIN)/python bench/demo.py
 
 # One pytest process per core (xdist); each test file runs whole on one of them, so that a file's module
-# fixtures (a throwaway venv, a Hub server, a trained run) are built once.
+# fixtures (a throwaway venv, a Hub server, a trained run) are built once; files start in the order
+# tests/conftest.py gives them (the long ones first).
+XDIST := -n auto --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # ruff (style and bugs) and import-linter (the layers in pyproject.toml's [tool.importlinter]).
 lint: $(STAMP)
@@ -26,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -112,9 +112,23 @@ FAST = dict(backbone="test_resnet", pretrained=False, img_size=32, batch_size=16
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` run only where a CUDA device is present."""
+    """End-to-end files (marked ``slow`` as a whole) first, then the files with the most ``slow`` tests: ``make test``
+    hands whole files to its workers in this order, so that no long file starts last. Tests marked ``cuda`` run only
+    where a CUDA device is present."""
+    from collections import Counter
+
     import torch
 
+    def file(item):
+        return item.nodeid.split("::")[0]
+
+    slow = Counter(file(item) for item in items if "slow" in item.keywords)
+    def marks(module) -> list:
+        found = getattr(module, "pytestmark", [])
+        return found if isinstance(found, list) else [found]
+
+    whole = {file(item) for item in items if any(m.name == "slow" for m in marks(item.module))}
+    items.sort(key=lambda item: (file(item) not in whole, -slow[file(item)]))  # stable: each file keeps its own order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
