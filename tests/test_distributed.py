@@ -119,7 +119,10 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
         proc.kill()
     assert proc.returncode == 0, stderr
     assert "exitcode: -9" in stderr  # torchrun saw the killed worker (and restarted the group: the run finished)
-    assert "another process of this run stopped" in stderr  # the survivor's one line, not a traceback
+    # The survivor's one line, not a traceback: the lost peer's, or the interrupted one when torchrun's SIGTERM
+    # reached it first (while it wrote its plots after the checkpoint, say: no collective there to fail).
+    assert [ln for ln in stderr.splitlines() if "another process of this run stopped" in ln or "interrupted; resume with" in ln], stderr
+    assert "Traceback" not in stderr, stderr
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 31))  # each epoch once: the restarted workers continued, not restarted from zero
     assert (out / "model.safetensors").is_file()

@@ -8,10 +8,10 @@ and exit status, and it runs zoo's real ``__main__``. Nothing of zoo, timm or hu
 fork (they read the environment when imported), so each child starts as ``python -m zoo`` would, with torch already
 in ``sys.modules``; the children share the server's hash seed.
 
-zoo's tests and ``zoo.testing``'s ``cli`` fixture use it. Tests about start-up itself (what gets imported, how
-fast), terminals, signals and torchrun keep plain subprocesses. A call that sets PYTHONPATH or another PYTHON*
-variable gets a new interpreter, as does every call under ``ZOO_TEST_FORK=0``: there :func:`run` is a plain
-``subprocess.run``, to check that both give the same results.
+:func:`run` stands for ``subprocess.run`` and :func:`start` for ``subprocess.Popen``. zoo's tests and
+``zoo.testing``'s ``cli`` fixture use them; tests about start-up itself (what gets imported, how fast), terminals and
+torchrun keep plain subprocesses. A call that sets PYTHONPATH or another PYTHON* variable gets a new interpreter, as
+does every call under ``ZOO_TEST_FORK=0`` (to check that both give the same results).
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
     (this one, a virtual environment's) gets a server of its own."""
     env = dict(os.environ if env is None else env)
     if _plain(args, env):
-        limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))) \
-            if file_size_limit else None
         return subprocess.run(args, env=env, cwd=cwd, timeout=timeout, input=input, capture_output=capture_output,
-                              text=text, check=check, preexec_fn=limit)
+                              text=text, check=check, preexec_fn=lambda: _limit_and_signals(file_size_limit, False))
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         if input is not None:
             stdin.write(input.encode() if isinstance(input, str) else input)
@@ -79,7 +77,9 @@ def start(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, sta
     args = [str(a) for a in args]
     env = dict(os.environ if env is None else env)
     if _plain(args, env):
-        raise ValueError("forkserver.start needs the fork server: not under ZOO_TEST_FORK=0 or with PYTHON* variables")
+        return subprocess.Popen(args, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                                start_new_session=start_new_session,
+                                preexec_fn=lambda: _limit_and_signals(file_size_limit, default_signals))
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
@@ -120,6 +120,16 @@ class Process:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
+
+
+def _limit_and_signals(file_size_limit: int | None, default_signals: bool) -> None:
+    """In the child, before it runs: the file-size limit (Python ignores SIGXFSZ, so writes past it fail with EFBIG),
+    and SIGINT and SIGHUP back to their defaults where asked."""
+    if file_size_limit:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    if default_signals:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _plain(args: list, env: dict) -> bool:
@@ -225,12 +235,7 @@ def _child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         if request["new_session"]:
             os.setsid()
-        if request["default_signals"]:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        if request["file_size_limit"]:
-            limit = request["file_size_limit"]
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        _limit_and_signals(request["file_size_limit"], request["default_signals"])
         argv = request["argv"]
         if argv[0] == "-m":
             sys.argv = ["-m", *argv[2:]]
