@@ -38,6 +38,7 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
         file_size_limit: int | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run(args, ...)`` for ``[PYTHON, "-m", "zoo", ...]`` or ``[PYTHON, "-c", CODE]``; each PYTHON
     (this one, a virtual environment's) gets a server of its own."""
+    args = [str(a) for a in args]
     env = dict(os.environ if env is None else env)
     if _plain(args, env):
         return subprocess.run(args, env=env, cwd=cwd, timeout=timeout, input=input, capture_output=capture_output,
