@@ -123,11 +123,7 @@ def pytest_collection_modifyitems(config, items):
         return item.nodeid.split("::")[0]
 
     slow = Counter(file(item) for item in items if "slow" in item.keywords)
-    def marks(module) -> list:
-        found = getattr(module, "pytestmark", [])
-        return found if isinstance(found, list) else [found]
-
-    whole = {file(item) for item in items if any(m.name == "slow" for m in marks(item.module))}
+    whole = {file(item) for item in items if any(m.name == "slow" for m in item.getparent(pytest.Module).own_markers)}
     items.sort(key=lambda item: (file(item) not in whole, -slow[file(item)]))  # stable: each file keeps its own order
     if torch.cuda.is_available():
         return

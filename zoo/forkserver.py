@@ -29,9 +29,15 @@ import sys
 import tempfile
 
 _servers: dict[str, tuple[subprocess.Popen, str]] = {}  # interpreter -> the server it runs, and its socket
+
+
+def _python_vars(env) -> dict:
+    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
+
+
 # Python reads PYTHONPATH and its other PYTHON* variables only as it starts: the server starts with these (the test
 # process's own), and a call that sets others gets a new interpreter.
-_STARTUP = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
+_STARTUP = _python_vars(os.environ)
 
 
 def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=False, text=False, check=False,
@@ -47,7 +53,7 @@ def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=Fa
         if input is not None:
             stdin.write(input.encode() if isinstance(input, str) else input)
             stdin.seek(0)
-        proc = start(args, env=env, cwd=cwd, stdin=stdin if input is not None else None,
+        proc = _fork(args, env=env, cwd=cwd, stdin=stdin if input is not None else None,
                      stdout=out if capture_output else None, stderr=err if capture_output else None,
                      file_size_limit=file_size_limit)
         try:
@@ -81,11 +87,18 @@ def start(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, sta
         return subprocess.Popen(args, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
                                 start_new_session=start_new_session,
                                 preexec_fn=lambda: _limit_and_signals(file_size_limit, default_signals))
+    return _fork(args, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, new_session=start_new_session,
+                 default_signals=default_signals, file_size_limit=file_size_limit)
+
+
+def _fork(args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session=False, default_signals=False,
+          file_size_limit: int | None = None) -> Process:
+    """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done)."""
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
         request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()), "file_size_limit": file_size_limit,
-                   "new_session": start_new_session, "default_signals": default_signals}
+                   "new_session": new_session, "default_signals": default_signals}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(_address(args[0]))
         payload = json.dumps(request).encode()
@@ -137,7 +150,7 @@ def _plain(args: list, env: dict) -> bool:
     """Whether ``args`` must start a new interpreter (PYTHON* variables are read only as Python starts)."""
     if not (args[1:3] == ["-m", "zoo"] or args[1] == "-c"):
         raise ValueError(f"the fork server starts only `python -m zoo` or `python -c`, not {args[:3]}")
-    return os.environ.get("ZOO_TEST_FORK") == "0" or {k: v for k, v in env.items() if k.startswith("PYTHON")} != _STARTUP
+    return os.environ.get("ZOO_TEST_FORK") == "0" or _python_vars(env) != _STARTUP
 
 
 def _line(conn: socket.socket) -> bytes:
@@ -215,7 +228,6 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
 
 def _child(request: dict, fds: list[int]) -> None:
     """Become ``python ARGV`` in the caller's environment, directory and files; never returns."""
-    import atexit as exits
     import runpy
     import threading
     import traceback
@@ -259,7 +271,7 @@ def _child(request: dict, fds: list[int]) -> None:
     finally:
         try:  # what the interpreter does on its way out
             threading._shutdown()
-            exits._run_exitfuncs()
+            atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:

@@ -15,7 +15,6 @@ that plugins import only ``zoo``, ``zoo.api`` and this module.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Any
@@ -58,8 +57,7 @@ def plugin_fixtures(distribution: str, entry_point: str) -> dict:
         call 3-4 seconds; ``ZOO_TEST_FORK=0`` starts a new interpreter instead."""
 
         def run(*args, expect: int = 0) -> subprocess.CompletedProcess:
-            proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                                  env=dict(os.environ), timeout=600)
+            proc = forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=600)
             assert proc.returncode == expect, f"zoo {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
             return proc
 
