@@ -46,7 +46,8 @@ class ZooGroup(click.Group):
         except ZooError as exc:
             if os.environ.get("ZOO_DEBUG"):
                 raise
-            click.echo(f"Error: {shown(exc)}", err=True)
+            if not (exc.exit_code == 130 and os.environ.get("ZOO_LAUNCHED")):  # (a worker: its launcher prints the one line)
+                click.echo(f"Error: {shown(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a file zoo did not expect to fail: one line, not a traceback
             if os.environ.get("ZOO_DEBUG"):
@@ -804,15 +805,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _exit_quietly(signum, frame):
+    # A launcher's worker before its trainer runs (which takes the signals over) has written nothing; an exception
+    # raised here could land in an import's callback, which would print it and go on.
+    os._exit(130)
+
+
 def main() -> None:
     import signal
 
     sys.excepthook = _redacted_traceback
     # SIGTERM and SIGHUP stop zoo as Ctrl-C does, so that files being written and worker processes
     # are cleaned up (the trainer handles all three while it runs); one ignored with nohup stays ignored.
-    for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)):
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            signal.signal(sig, _interrupt)
+    # A worker of zoo's launcher stopped before its trainer runs exits quietly: the launcher prints the one line.
+    launched = bool(os.environ.get("ZOO_LAUNCHED"))
+    for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)):
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler) and (launched or sig != signal.SIGINT):
+            signal.signal(sig, _exit_quietly if launched else _interrupt)
     try:
         cli(prog_name="zoo")
     finally:

@@ -1,7 +1,7 @@
 """Many processes, one run: torch.distributed under torchrun, never a home-made launcher.
 
-``zoo finetune --nproc-per-node N`` re-runs itself through ``torch.distributed.run`` (torchrun);
-each worker reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), joins a process group
+``zoo finetune --nproc-per-node N`` runs torchrun's agent (``torch.distributed.run``) in its own
+process, which starts the workers; each worker reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), joins a process group
 (gloo on CPU, NCCL on CUDA) and trains its share of every global batch in DistributedDataParallel.
 Rank 0 alone writes the run directory and talks to the Hub.
 """
@@ -9,8 +9,6 @@ Rank 0 alone writes the run directory and talks to the Hub.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -129,7 +127,8 @@ def broadcast(obj):
     return box[0]
 
 
-RENDEZVOUS_TIMEOUT, RENDEZVOUS_LOST = 3, 4  # the agent's exit codes: the other nodes did not come; the rendezvous went
+# The agent's exit codes: the other nodes did not come; the rendezvous went; Ctrl-C, SIGTERM or SIGHUP stopped the run.
+RENDEZVOUS_TIMEOUT, RENDEZVOUS_LOST, INTERRUPTED = 3, 4, 130
 
 
 def rendezvous_timeout() -> float:
@@ -156,40 +155,45 @@ def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdz
 
 def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
            rdzv_endpoint: str | None = None, max_restarts: int = 0) -> int:
-    """Run ``zoo <worker_args>`` under torchrun; returns torchrun's exit code (RENDEZVOUS_TIMEOUT: the others never came).
+    """Run ``zoo <worker_args>`` under torchrun's agent, in this process; returns the agent's exit code
+    (0, 1 when a worker failed, or RENDEZVOUS_TIMEOUT, RENDEZVOUS_LOST, INTERRUPTED).
 
-    The settings are the caller's to check first (``check_launch``, before anything is written)."""
-    env = dict(os.environ)
+    In this process, not a ``python -m torch.distributed.run`` of its own: Ctrl-C, SIGTERM and SIGHUP
+    sent to zoo reach the agent, which passes them to its workers (they checkpoint and stop), and
+    one interpreter fewer starts. The settings are the caller's to check first (``check_launch``)."""
     # torchrun sets OMP_NUM_THREADS=1 with a warning; split the cores between workers instead.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
-    env.setdefault("LOGLEVEL", "WARNING")
-    cmd = [sys.executable, "-m", "zoo.distributed", "--nproc-per-node", str(nproc_per_node), "--nnodes", str(nnodes),
-           "--max-restarts", str(max_restarts)]
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
+    os.environ.setdefault("LOGLEVEL", "WARNING")
+    argv = ["--nproc-per-node", str(nproc_per_node), "--nnodes", str(nnodes), "--max-restarts", str(max_restarts)]
     if rdzv_endpoint:
         # One rendezvous per endpoint: the id is the same on every node, whatever its --out.
-        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", "zoo",
-                "--rdzv-conf", f"join_timeout={rendezvous_timeout():g}"]
+        argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", "zoo",
+                 "--rdzv-conf", f"join_timeout={rendezvous_timeout():g}"]
         # A fresh store for each rendezvous round: a node started again joins the others' next round.
-        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         if node_rank is not None:  # (torchrun's own --node-rank is for its static rendezvous only)
-            env["ZOO_NODE_RANK"] = str(node_rank)
+            os.environ["ZOO_NODE_RANK"] = str(node_rank)
     else:
-        cmd += ["--standalone"]
-    cmd += ["-m", "zoo", *worker_args]
-    proc = subprocess.Popen(cmd, env=env)
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue  # torchrun and the workers got the same Ctrl-C: they checkpoint and stop; wait for them
+        argv += ["--standalone"]
+    os.environ["ZOO_LAUNCHED"] = "1"  # for the workers: an interruption is this process's one line to print, not theirs
+    try:
+        return _agent([*argv, "-m", "zoo", *worker_args])
+    finally:
+        del os.environ["ZOO_LAUNCHED"]
 
 
 def _agent(argv: list[str]) -> int:
-    """torchrun, with its rendezvous failures as exit codes instead of tracebacks."""
+    """torchrun's ``main``, with its failures as exit codes instead of tracebacks."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
     from torch.distributed.run import main
 
+    # While its workers run, the agent turns these signals into SignalException, sends them on to the
+    # workers and waits for them; zoo's own handlers come back afterwards.
+    handlers = {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))}
     try:
         main(argv)
     except RendezvousTimeoutError:
@@ -198,8 +202,9 @@ def _agent(argv: list[str]) -> int:
         return RENDEZVOUS_LOST  # the agent that held the rendezvous (on the --rdzv-endpoint machine) stopped
     except ChildFailedError:
         return 1  # torchrun has logged which worker failed, and how
+    except (SignalException, KeyboardInterrupt):  # (KeyboardInterrupt: a signal before the workers started)
+        return INTERRUPTED
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_agent(sys.argv[1:]))

@@ -73,11 +73,17 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
         raise ZooError(f"not all {nnodes} nodes joined at {rdzv_endpoint} within {distributed.rendezvous_timeout():g} s: "
                        "start the same command on every node (see ZOO_RDZV_TIMEOUT)")
     if code:
-        why = (f"lost the rendezvous at {rdzv_endpoint} (its machine stopped?)" if code == distributed.RENDEZVOUS_LOST
-               else f"torchrun exit code {code}")
+        from zoo.trainer import Interrupted
+
+        if code == distributed.INTERRUPTED:  # Ctrl-C, SIGTERM or SIGHUP: the workers wrote their checkpoint and stopped
+            error, stopped, verb = Interrupted, "interrupted", "resume"
+        else:
+            why = (f"lost the rendezvous at {rdzv_endpoint} (its machine stopped?)" if code == distributed.RENDEZVOUS_LOST
+                   else f"torchrun exit code {code}")
+            error, stopped, verb = ZooError, f"the distributed run stopped ({why})", "continue it"
         again = ["zoo", "finetune", "--resume", run_dir, "--nproc-per-node", nproc_per_node]
         if nnodes > 1:
             if not rundir.RunDir(run_dir).run_config_path.is_file():  # rank 0's folder is on another machine
-                raise ZooError(f"the distributed run stopped ({why}); run the same command again while node 0 continues it with --resume")
+                raise error(f"{stopped}; run the same command again while node 0 continues it with --resume")
             again += ["--nnodes", nnodes, "--rdzv-endpoint", rdzv_endpoint] + (["--node-rank", node_rank] if node_rank is not None else [])
-        raise ZooError(f"the distributed run stopped ({why}); continue it with: {command(*again)}")
+        raise error(f"{stopped}; {verb} with: {command(*again)}")

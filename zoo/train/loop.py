@@ -124,11 +124,16 @@ class Trainer:
             raise Interrupted(f"interrupted; {hint}") from None
         except RuntimeError as exc:
             if self.dist.enabled and distributed.is_peer_failure(exc):
+                if self.interrupted:  # told to stop as well: a peer that stopped first (before its training began) is no failure
+                    raise self._interrupted() from None
                 raise ZooError(f"rank {self.dist.rank}: another process of this run stopped ({str(exc).splitlines()[0][:160]}); "
                                f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}") from None
             raise
         finally:
             distributed.shutdown()
+
+    def _interrupted(self) -> Interrupted:
+        return Interrupted(f"interrupted; resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}")
 
     def _fit(self) -> Result:
         cfg = self.config
@@ -159,7 +164,7 @@ class Trainer:
         finally:
             self.emit("train_stop")
         if self.interrupted and self.epoch < cfg.epochs and not self._early_stopped():
-            raise Interrupted(f"interrupted; resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}")
+            raise self._interrupted()
         result = self._finish()
         self.emit("train_end", run_dir=self.run_dir, metrics=result.metrics)
         return result
