@@ -1,8 +1,9 @@
 """Many processes, one run: torch.distributed under torchrun, never a home-made launcher.
 
 ``zoo finetune --nproc-per-node N`` runs torchrun's agent (``torch.distributed.run``) in its own
-process, which starts the workers; each worker reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), joins a process group
-(gloo on CPU, NCCL on CUDA) and trains its share of every global batch in DistributedDataParallel.
+process, and the agent starts the workers. Each worker reads torchrun's environment (RANK,
+WORLD_SIZE, LOCAL_RANK), joins a process group (gloo on CPU, NCCL on CUDA) and trains its share
+of every global batch in DistributedDataParallel.
 Rank 0 alone writes the run directory and talks to the Hub.
 """
 
