@@ -61,8 +61,9 @@ def test_a_timeout_kills_the_child(mode):
 def test_started_children_run_at_once_and_take_signals_in_their_own_session(tmp_path, mode):
     code = "import os, signal, time; print(os.getpgid(0) == os.getpid(), flush=True); time.sleep(60)"
     logs = [open(tmp_path / f"{i}.log", "w+") for i in range(2)]
-    procs = [forkserver.start([PY, "-c", code], stdout=log, stderr=subprocess.DEVNULL, start_new_session=True,
-                              default_signals=True) for log in logs]
+    errs = [open(tmp_path / f"{i}.err", "w+") for i in range(2)]
+    procs = [forkserver.start([PY, "-c", code], stdout=log, stderr=err, start_new_session=True,
+                              default_signals=True) for log, err in zip(logs, errs, strict=True)]
     deadline = time.monotonic() + 60
     while not all((tmp_path / f"{i}.log").read_text() for i in range(2)):  # both run, neither waits for the other
         assert time.monotonic() < deadline
@@ -71,11 +72,12 @@ def test_started_children_run_at_once_and_take_signals_in_their_own_session(tmp_
     assert procs[0].poll() is None
     with pytest.raises(subprocess.TimeoutExpired):
         procs[0].wait(timeout=0.1)
-    procs[0].send_signal(signal.SIGINT)  # the default action: killed by the signal, as after a shell's Ctrl-C
+    procs[0].send_signal(signal.SIGINT)  # KeyboardInterrupt, then killed by the signal, as Python ends after a shell's Ctrl-C
     procs[1].kill()
     assert [p.wait(timeout=30) for p in procs] == [-signal.SIGINT, -signal.SIGKILL]
-    for log in logs:
-        log.close()
+    assert (tmp_path / "0.err").read_text().rstrip().endswith("KeyboardInterrupt")
+    for f in (*logs, *errs):
+        f.close()
 
 
 def test_pythonpath_of_a_call_is_honoured(tmp_path, mode):

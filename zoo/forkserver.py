@@ -138,11 +138,12 @@ class Process:
 
 def _limit_and_signals(file_size_limit: int | None, default_signals: bool) -> None:
     """In the child, before it runs: the file-size limit (Python ignores SIGXFSZ, so writes past it fail with EFBIG),
-    and SIGINT and SIGHUP back to their defaults where asked."""
+    and SIGINT and SIGHUP back to their defaults where asked: as a new interpreter has them, SIGINT raising
+    KeyboardInterrupt (an exec'd one gets the default action, and Python sets that handler as it starts)."""
     if file_size_limit:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
     if default_signals:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
@@ -266,6 +267,9 @@ def _child(request: dict, fds: list[int]) -> None:
             code = stop.code or 0
         else:
             print(stop.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT
     except BaseException:
         traceback.print_exc()
     finally:
@@ -275,6 +279,9 @@ def _child(request: dict, fds: list[int]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if code == -signal.SIGINT:  # as Python ends after an uncaught KeyboardInterrupt: killed by SIGINT
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
             os._exit(code)
 
 
