@@ -331,6 +331,25 @@ def test_train_val_folders_and_csv(tmp_path):
     assert np.array_equal(v1.labels, v2.labels) and sorted(np.bincount(v1.labels)) == [2, 2]
 
 
+def test_digits_are_load_digits_read_without_importing_scikit_learn():
+    """zoo reads scikit-learn's digits file itself (importing scikit-learn costs a process a second): the same
+    images, 0..16 scaled to 0..255, and labels as load_digits(), and the fingerprint the decode cache keys on."""
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from zoo.data import array_split, open_dataset
+
+    split = open_dataset("digits").splits["train"]
+    bunch = load_digits()
+    expected = array_split(np.clip(bunch.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8), bunch.target, "digits")
+    assert split.fingerprint == expected.fingerprint and np.array_equal(split.labels, bunch.target)
+    assert np.array_equal(np.asarray(split.load(1796)), np.asarray(expected.load(1796)))
+    code = "import sys; from zoo.data import open_dataset; n = len(open_dataset('digits').splits['train']); print(n, 'sklearn' in sys.modules)"
+    done = forkserver.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1797", "False"], done.stderr
+
+
 def test_csv_paths_may_not_escape_its_folder(tmp_path):
     make_image_folder(tmp_path / "outside")
     inner = tmp_path / "inner"

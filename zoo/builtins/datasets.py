@@ -235,15 +235,26 @@ def fashion_mnist(arg: str | None):
 
 # -- scikit-learn digits -------------------------------------------------------------------
 def digits(arg: str | None):
+    from importlib.util import find_spec
+
     from zoo.data import Dataset, array_split
 
-    try:
+    sklearn = find_spec("sklearn")  # where scikit-learn is, without importing it
+    if sklearn is None:
+        raise ZooError("the digits dataset needs scikit-learn: pip install scikit-learn")
+    # scikit-learn's copy of the data, read as its load_digits() reads it: importing scikit-learn would cost
+    # each process a second (and each torchrun worker); load_digits() if a release has moved the file.
+    path = Path(sklearn.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",")
+        pixels, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    else:
         from sklearn.datasets import load_digits
-    except ImportError:
-        raise ZooError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
-    bunch = load_digits()
-    images = np.clip(bunch.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
-    return Dataset("digits", [str(c) for c in bunch.target_names], {"train": array_split(images, bunch.target, "digits")})
+
+        bunch = load_digits()
+        pixels, labels = bunch.images, bunch.target
+    images = np.clip(pixels * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    return Dataset("digits", [str(c) for c in range(10)], {"train": array_split(images, labels, "digits")})
 
 
 # -- synthetic -------------------------------------------------------------------------------
