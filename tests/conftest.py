@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,55 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# -- signals to a running zoo (test_faults, test_distributed) ---------------------------------------------------------
+def forked_workers(pid: int) -> list[int]:
+    """zoo's forked worker processes (not, say, the ldconfig that importing torch runs)."""
+    found = []
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            found += [int(p) for p in (task / "children").read_text().split()]
+        return [p for p in found if Path(f"/proc/{p}/cmdline").read_bytes() == command]
+    except OSError:  # a process ended as we looked
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,
+              env: dict | None = None) -> tuple[int, str, float, list[int]]:
+    """Start zoo in its own process group; once ``when`` is on stderr, or ``when()`` is true (and worker processes
+    run), send ``sig`` to the group, or to zoo only.
+
+    Returns the exit code, stderr, the seconds from the signal to the exit, and the workers seen."""
+    from zoo import forkserver
+
+    with open(log, "w") as err:
+        # default_signals: zoo as a shell with job control starts it. A runner started in the background of a
+        # shell without job control (`cmd &` in a script) ignores SIGINT, one started by nohup SIGHUP, and zoo
+        # rightly keeps an ignored signal ignored.
+        proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, **(env or {})}, default_signals=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not ((when() if callable(when) else when in log.read_text()) and (forked_workers(proc.pid) or not workers)):
+            assert proc.poll() is None, f"zoo ended before '{when}':\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no '{when}' after 180 s:\n{log.read_text()}"
+            time.sleep(0.02)
+        seen = forked_workers(proc.pid)
+        (os.killpg if group else os.kill)(proc.pid, sig)
+        sent = time.monotonic()
+        proc.wait(timeout=60)
+        return proc.returncode, log.read_text(), time.monotonic() - sent, seen
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

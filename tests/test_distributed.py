@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt
 
 from zoo import forkserver
 
@@ -135,25 +136,16 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
 def test_a_signal_to_zoo_stops_every_process_with_one_line_and_resume_continues(tmp_path, sig, group):
     """SIGTERM to zoo alone (as a scheduler sends it), or SIGINT to its process group (Ctrl-C): torchrun's agent runs
     in zoo's process, passes the signal to the workers, they checkpoint and stop, and zoo prints one line."""
-    out, log = tmp_path / "run", tmp_path / "stderr"
-    with open(log, "w") as err:
-        proc = forkserver.start([sys.executable, "-m", "zoo", "finetune", "test_resnet", *COMMON, "--epochs", "30", "--batch-size", "16",
-                                 "--nproc-per-node", "2", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, default_signals=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not ((out / "metrics.jsonl").exists() and len(_workers(out)) == 2):  # training, in both workers
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.05)
-        workers = _workers(out)
-        (os.killpg if group else os.kill)(proc.pid, sig)
-        proc.wait(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    stderr = log.read_text()
-    assert proc.returncode == 130, stderr
+    out, workers = tmp_path / "run", []
+
+    def training() -> bool:  # in both workers; the workers seen last are those the signal must stop
+        workers[:] = _workers(out)
+        return (out / "metrics.jsonl").exists() and len(workers) == 2
+
+    code, stderr, _, _ = interrupt([sys.executable, "-m", "zoo", "finetune", "test_resnet", *COMMON, "--epochs", "30",
+                                    "--batch-size", "16", "--nproc-per-node", "2", "--out", str(out)], tmp_path / "stderr",
+                                   when=training, sig=sig, group=group)
+    assert code == 130, stderr
     assert [ln for ln in stderr.splitlines() if ln.startswith("Error:")] == [
         f"Error: interrupted; resume with: zoo finetune --resume {out} --nproc-per-node 2"], stderr
     assert "Traceback" not in stderr, stderr
@@ -164,6 +156,7 @@ def test_a_signal_to_zoo_stops_every_process_with_one_line_and_resume_continues(
     assert again.returncode == 0, again.stderr
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, done + 2))  # the checkpoint the signal wrote: no epoch lost or repeated
+
 
 # -- two nodes on one machine: two torchrun agents meeting at a c10d rendezvous on 127.0.0.1 ----------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import alive, forked_workers, interrupt
 
 from zoo import forkserver, hookimpl
 from zoo.rundir import BEST, LAST, METRICS, RUN_CONFIG
@@ -309,61 +310,12 @@ def _finetune(photos: Path, out: Path) -> list[str]:
             "--batch-size", "32", "--epochs", "1", "--freeze", "head-only", "--aug", "none", "--out", str(out)]
 
 
-def _workers(pid: int) -> list[int]:
-    """zoo's forked worker processes (not, say, the ldconfig that importing torch runs)."""
-    found = []
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            found += [int(p) for p in (task / "children").read_text().split()]
-        return [p for p in found if Path(f"/proc/{p}/cmdline").read_bytes() == command]
-    except OSError:  # a process ended as we looked
-        return []
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _interrupt(cmd: list[str], log: Path, *, when, sig: signal.Signals, group: bool = True, workers: bool = False,
-               env: dict | None = None) -> tuple[int, str, float, list[int]]:
-    """Start zoo in its own process group; once ``when`` is on stderr, or ``when()`` is true (and worker processes
-    run), send ``sig`` to the group, or to zoo only.
-
-    Returns the exit code, stderr, the seconds from the signal to the exit, and the workers seen."""
-    with open(log, "w") as err:
-        # default_signals: zoo as a shell with job control starts it. A runner started in the background of a
-        # shell without job control (`cmd &` in a script) ignores SIGINT, one started by nohup SIGHUP, and zoo
-        # rightly keeps an ignored signal ignored.
-        proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                env={**os.environ, **(env or {})}, default_signals=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not ((when() if callable(when) else when in log.read_text()) and (_workers(proc.pid) or not workers)):
-            assert proc.poll() is None, f"zoo ended before '{when}':\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no '{when}' after 180 s:\n{log.read_text()}"
-            time.sleep(0.02)
-        seen = _workers(proc.pid)
-        (os.killpg if group else os.kill)(proc.pid, sig)
-        sent = time.monotonic()
-        proc.wait(timeout=60)
-        return proc.returncode, log.read_text(), time.monotonic() - sent, seen
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _stopped_cleanly(code: int, err: str, seconds: float, workers: list[int], message: str) -> None:
     assert seconds < 10, f"zoo took {seconds:.1f} s to stop"
     assert code == 130, err
     assert err.count("Error: interrupted;") == 1 and message in err, err
     assert "Traceback" not in err, err
-    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived zoo"
+    assert not [pid for pid in workers if alive(pid)], "worker processes outlived zoo"
 
 
 @needs_workers
@@ -372,8 +324,8 @@ def _stopped_cleanly(code: int, err: str, seconds: float, workers: list[int], me
                          ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGTERM-to-zoo-only"])
 def test_a_signal_while_workers_decode_stops_at_once_and_leaves_nothing(tmp_path, photos, cache, sig, group):
     out = tmp_path / "run"
-    code, err, seconds, workers = _interrupt(_finetune(photos, out), tmp_path / "log", when="decoding", sig=sig, group=group,
-                                             workers=True)
+    code, err, seconds, workers = interrupt(_finetune(photos, out), tmp_path / "log", when="decoding", sig=sig, group=group,
+                                            workers=True)
     assert workers, "no worker processes decoded"
     _stopped_cleanly(code, err, seconds, workers, f"nothing was written to {out} yet: run the same command again")
     assert not out.exists()  # the lock and the folder it made are gone: the same command starts afresh
@@ -385,7 +337,7 @@ def test_a_signal_in_the_frozen_feature_pass_stops_at_once_and_the_same_command_
     import zoo
 
     out = tmp_path / "run"
-    code, err, seconds, _ = _interrupt(_finetune(photos, out), tmp_path / "log", when="frozen features of", sig=signal.SIGINT)
+    code, err, seconds, _ = interrupt(_finetune(photos, out), tmp_path / "log", when="frozen features of", sig=signal.SIGINT)
     _stopped_cleanly(code, err, seconds, [], f"nothing was written to {out} yet: run the same command again")
     assert not list(cache.rglob(".*.tmp")) and not list(cache.glob("features/*"))
     zoo.finetune(data=str(photos), out=out, **RUN)  # the same run again: accepted
@@ -399,8 +351,8 @@ def test_a_resumed_run_stopped_while_workers_decode_resumes_again(tmp_path, phot
     out = tmp_path / "run"
     zoo.finetune(data=str(photos), out=out, **RUN)
     resume = [sys.executable, "-m", "zoo", "finetune", "--resume", str(out), "--epochs", "2"]
-    code, err, seconds, workers = _interrupt(resume, tmp_path / "log", when="decoding", sig=signal.SIGTERM, workers=True,
-                                             env={"ZOO_DECODE_CACHE": "0"})
+    code, err, seconds, workers = interrupt(resume, tmp_path / "log", when="decoding", sig=signal.SIGTERM, workers=True,
+                                            env={"ZOO_DECODE_CACHE": "0"})
     _stopped_cleanly(code, err, seconds, workers, f"Error: interrupted; resume with: zoo finetune --resume {out}")
     assert [r["epoch"] for r in metrics(out)] == [1]
     again = subprocess.run([*resume, "--quiet"], capture_output=True, text=True, timeout=300)
@@ -415,10 +367,10 @@ def test_a_signal_stops_compare_while_it_decodes_or_computes_features(tmp_path, 
     cmd = [sys.executable, "-m", "zoo", "compare", "zoo-fmnist-resnet", "--data", str(photos), "--img-size", "384"]
     decoded = lambda: len(list((cache / "decoded").glob("*.safetensors"))) == 2  # noqa: E731 - both splits: features next
     for when, workers in ((lambda: True, True), (decoded, False)):  # decoding, then features
-        code, err, seconds, seen = _interrupt(cmd, tmp_path / "log", when=when, sig=signal.SIGTERM, workers=workers)
+        code, err, seconds, seen = interrupt(cmd, tmp_path / "log", when=when, sig=signal.SIGTERM, workers=workers)
         assert seconds < 10 and code == 1 and err.strip().splitlines()[-1] == "Aborted!", (seconds, code, err)  # as after Ctrl-C
         assert "Traceback" not in err
-        assert not [pid for pid in seen if _alive(pid)]
+        assert not [pid for pid in seen if alive(pid)]
         assert not list(cache.rglob(".*.tmp")) and not list((cache / "features").glob("*"))
 
 
@@ -431,7 +383,7 @@ def test_a_killed_worker_or_a_killed_zoo_leaves_no_process_waiting(tmp_path, pho
             proc = subprocess.Popen(_finetune(photos, tmp_path / victim), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
             deadline = time.monotonic() + 180
-            while len(workers := _workers(proc.pid)) < 2:
+            while len(workers := forked_workers(proc.pid)) < 2:
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
             os.kill(workers[0] if victim == "worker" else proc.pid, signal.SIGKILL)  # out of memory, say
@@ -440,9 +392,9 @@ def test_a_killed_worker_or_a_killed_zoo_leaves_no_process_waiting(tmp_path, pho
                 assert log.read_text().strip().splitlines()[-1].startswith("Error: a decoding worker process died (signal 9"), \
                     log.read_text()
             gone = time.monotonic() + 10  # the orphans' next result finds no reader: they end
-            while any(_alive(pid) for pid in workers) and time.monotonic() < gone:
+            while any(alive(pid) for pid in workers) and time.monotonic() < gone:
                 time.sleep(0.05)
-            assert not [pid for pid in workers if _alive(pid)], f"workers outlived the {victim}"
+            assert not [pid for pid in workers if alive(pid)], f"workers outlived the {victim}"
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ import click
 
 from zoo import __version__
 from zoo import config as settings
-from zoo.errors import UsageError, ZooError, command, shown
+from zoo.errors import STOP_SIGNALS, Interrupted, UsageError, ZooError, command, shown
 from zoo.plugins import KINDS
 
 
@@ -46,7 +46,7 @@ class ZooGroup(click.Group):
         except ZooError as exc:
             if os.environ.get("ZOO_DEBUG"):
                 raise
-            if not (exc.exit_code == 130 and os.environ.get("ZOO_LAUNCHED")):  # (a worker: its launcher prints the one line)
+            if not (isinstance(exc, Interrupted) and os.environ.get("ZOO_LAUNCHED")):  # (a worker: its launcher prints the one line)
                 click.echo(f"Error: {shown(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # a file zoo did not expect to fail: one line, not a traceback
@@ -819,8 +819,8 @@ def main() -> None:
     # are cleaned up (the trainer handles all three while it runs); one ignored with nohup stays ignored.
     # A worker of zoo's launcher stopped before its trainer runs exits quietly: the launcher prints the one line.
     launched = bool(os.environ.get("ZOO_LAUNCHED"))
-    for sig in (getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)):
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler) and (launched or sig != signal.SIGINT):
+    for sig in STOP_SIGNALS:
+        if (launched or sig != signal.SIGINT) and signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(sig, _exit_quietly if launched else _interrupt)
     try:
         cli(prog_name="zoo")

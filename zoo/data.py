@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.config import AUGMENTATIONS as AUGMENTATIONS  # the kinds augment() knows, stated with the settings
-from zoo.errors import UsageError, ZooError
+from zoo.errors import STOP_SIGNALS, UsageError, ZooError
 
 EVAL_SPLITS = ("val", "validation", "test")
 
@@ -314,10 +314,6 @@ def _decode_range(bounds: tuple[int, int]) -> tuple[int, np.ndarray, list[tuple[
         except UnreadableImage as exc:
             failed.append((i, str(exc)))
     return start, out, failed
-
-
-# What a user, a terminal or a scheduler sends to stop zoo: the parent handles them, never a worker.
-STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
 
 
 def _worker(conn, inherited: list) -> None:

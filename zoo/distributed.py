@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from zoo.errors import UsageError
+from zoo.errors import STOP_SIGNALS, UsageError
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def _agent(argv: list[str]) -> int:
 
     # While its workers run, the agent turns these signals into SignalException, sends them on to the
     # workers and waits for them; zoo's own handlers come back afterwards.
-    handlers = {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))}
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         main(argv)
     except RendezvousTimeoutError:

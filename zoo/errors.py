@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
+# What a user, a terminal or a scheduler sends to stop zoo (a stopped fine-tune exits 130): the main process
+# handles them, never a decoding worker; torchrun's agent passes them on to its workers.
+STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s))
+
 
 class ZooError(Exception):
     """A failure the user can act on. The CLI prints it without a traceback.
@@ -22,6 +28,12 @@ class UsageError(ZooError):
     """Bad input on the command line or in a config (exit code 2)."""
 
     exit_code = 2
+
+
+class Interrupted(ZooError):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a fine-tune (exit code 130); the message says how to go on."""
+
+    exit_code = 130
 
 
 class NotFoundError(UsageError):

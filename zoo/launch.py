@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from zoo import data, distributed, recipe, rundir
-from zoo.errors import ZooError, command
+from zoo.errors import Interrupted, ZooError, command
 
 
 def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: dict, quiet: bool, as_json: bool,
@@ -73,8 +73,6 @@ def finetune(values: dict, *, resume: Path | None, out: Path | None, hub_args: d
         raise ZooError(f"not all {nnodes} nodes joined at {rdzv_endpoint} within {distributed.rendezvous_timeout():g} s: "
                        "start the same command on every node (see ZOO_RDZV_TIMEOUT)")
     if code:
-        from zoo.trainer import Interrupted
-
         if code == distributed.INTERRUPTED:  # Ctrl-C, SIGTERM or SIGHUP: the workers wrote their checkpoint and stopped
             error, stopped, verb = Interrupted, "interrupted", "resume"
         else:

@@ -23,13 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from zoo import data, distributed, freeze, recipe, rundir
-from zoo.errors import UsageError, ZooError, command
+from zoo.errors import STOP_SIGNALS, Interrupted, UsageError, ZooError, command
 from zoo.train.build import build, check, default_out, feature_cache
 from zoo.train.events import Events, Reporter
-
-
-class Interrupted(ZooError):
-    exit_code = 130
 
 
 class Diverged(ZooError):
@@ -119,7 +115,7 @@ class Trainer:
                     self._discard_unsaved()
                     raise
         except _StopNow:
-            hint = (f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}" if (self.run_dir / rundir.RUN_CONFIG).is_file()
+            hint = (self._resume_with() if (self.run_dir / rundir.RUN_CONFIG).is_file()
                     else f"nothing was written to {self.run_dir} yet: run the same command again")
             raise Interrupted(f"interrupted; {hint}") from None
         except RuntimeError as exc:
@@ -127,13 +123,16 @@ class Trainer:
                 if self.interrupted:  # told to stop as well: a peer that stopped first (before its training began) is no failure
                     raise self._interrupted() from None
                 raise ZooError(f"rank {self.dist.rank}: another process of this run stopped ({str(exc).splitlines()[0][:160]}); "
-                               f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}") from None
+                               f"{self._resume_with()}") from None
             raise
         finally:
             distributed.shutdown()
 
+    def _resume_with(self) -> str:
+        return f"resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}"
+
     def _interrupted(self) -> Interrupted:
-        return Interrupted(f"interrupted; resume with: {command('zoo', 'finetune', '--resume', self.run_dir)}")
+        return Interrupted(f"interrupted; {self._resume_with()}")
 
     def _fit(self) -> Result:
         cfg = self.config
@@ -505,7 +504,7 @@ class _StopOnSignal:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for sig in data.STOP_SIGNALS:
+            for sig in STOP_SIGNALS:
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     self.previous[sig] = signal.signal(sig, self._handle)
         return self
