@@ -923,7 +923,8 @@ def test_decoding_in_worker_processes_gives_the_same_bits(tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_compile_trains_like_eager(tmp_path):
     """--compile runs the training forward through torch.compile; the weights match eager closely, and one graph
-    is compiled: the epoch's short last batch runs eagerly instead of compiling a second one."""
+    is compiled: the epoch's short last batch runs eagerly instead of compiling a second one. (test_vit: its blocks
+    share their shapes, so Inductor builds 24 C++ kernels, against test_resnet's 31: 43 CPU-s instead of 58 cold.)"""
     from safetensors.torch import load_file
     from torch._dynamo.utils import counters
 
@@ -932,14 +933,14 @@ def test_compile_trains_like_eager(tmp_path):
     runs = {}
     counters.clear()
     for compiled in (False, True):
-        result = zoo.finetune("test_resnet", data="digits", out=tmp_path / str(compiled), shots=10, pretrained=False, img_size=32,
+        result = zoo.finetune("test_vit", data="digits", out=tmp_path / str(compiled), shots=10, pretrained=False, img_size=32,
                               epochs=1, batch_size=16, aug="none", seed=2, compile=compiled)
         runs[compiled] = load_file(result.run_dir / "model.safetensors")
     assert counters["frames"]["total"] == 1, dict(counters["frames"])  # (the 84 training images end with a batch of 4)
     assert runs[True].keys() == runs[False].keys()  # checkpoints keep the plain module's names
     worst = max(float((runs[True][k].float() - runs[False][k].float()).abs().max()) for k in runs[True])
-    # Inductor fuses and reorders float sums: one epoch of SGD drifts by a few 1e-3 (3.7e-3 measured), not more.
-    assert worst < 2e-2, worst
+    # Inductor fuses and reorders float sums: 6e-8 measured here (test_resnet's convolutions drifted 3.7e-3).
+    assert worst < 1e-3, worst
 
 
 def test_frozen_pass_runs_in_bf16_only_with_amp_auto_on_a_cpu_with_bf16_units():
