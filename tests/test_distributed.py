@@ -26,6 +26,14 @@ def zoo(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     return forkserver.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def _start(args: list, log: Path, **kwargs) -> forkserver.Process:
+    """``zoo ARGS`` in the background, its stderr going to ``log`` (kept as ``.log``)."""
+    with open(log, "w") as err:
+        proc = forkserver.start([sys.executable, "-m", "zoo", *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, **kwargs)
+    proc.log = log
+    return proc
+
+
 def weights(run_dir: Path) -> dict:
     from zoo.rundir import LAST, load_checkpoint
 
@@ -104,9 +112,8 @@ def _workers(run_dir: Path) -> list[int]:
 
 def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "finetune", "test_resnet", *COMMON, "--epochs", "30", "--batch-size", "16",
-                             "--nproc-per-node", "2", "--max-restarts", "1", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start(["finetune", "test_resnet", *COMMON, "--epochs", "30", "--batch-size", "16", "--nproc-per-node", "2",
+                   "--max-restarts", "1", "--out", out], tmp_path / "stderr")
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoints/last.pt").exists():
@@ -115,7 +122,8 @@ def test_a_killed_worker_is_restarted_and_the_run_continues(tmp_path):
         victims = _workers(out)
         assert len(victims) == 2, victims
         os.kill(victims[-1], signal.SIGKILL)
-        _stdout, stderr = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        stderr = (tmp_path / "stderr").read_text()
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr
@@ -168,17 +176,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _node(rank: int, port: int, *args, out: Path) -> subprocess.Popen:
+def _node(rank: int, port: int, *args, out: Path) -> forkserver.Process:
     """``zoo finetune`` on "machine" ``rank`` of two; each has a --out of its own (storage not shared)."""
-    return subprocess.Popen([sys.executable, "-m", "zoo", "finetune", *map(str, args), "--nnodes", "2", "--node-rank", str(rank),
-                             "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120"})
+    return _start(["finetune", *args, "--nnodes", "2", "--node-rank", rank, "--nproc-per-node", "1",
+                   "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", out], out.with_name(f"{out.name}-{rank}-{time.monotonic_ns()}.err"),
+                  env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120"})
 
 
-def _finish(*procs: subprocess.Popen, timeout: float = 300) -> list[tuple[int, str]]:
+def _finish(*procs: forkserver.Process, timeout: float = 300) -> list[tuple[int, str]]:
     try:
-        return [(p.wait(timeout=timeout), p.communicate()[1]) for p in procs]
+        return [(p.wait(timeout=timeout), p.log.read_text()) for p in procs]
     finally:
         for p in procs:
             p.kill()
