@@ -8,7 +8,6 @@ import os
 import pty
 import re
 import struct
-import subprocess
 import sys
 import termios
 from pathlib import Path
@@ -30,9 +29,9 @@ def on_terminal(args, cwd: Path, columns: int, timeout=300) -> str:
     """Run ``zoo ARGS`` on a real pseudo-terminal ``columns`` wide; returns what it showed, colours removed."""
     main, side = pty.openpty()
     fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], stdin=side, stdout=side, stderr=side, cwd=cwd,
-                            env=_env(cwd, COLUMNS=str(columns), TERM="xterm"))
-    os.close(side)
+    with open(side, "r+b", buffering=0) as terminal:
+        proc = forkserver.start([sys.executable, "-m", "zoo", *map(str, args)], stdin=terminal, stdout=terminal, stderr=terminal,
+                                cwd=cwd, env=_env(cwd, COLUMNS=str(columns), TERM="xterm"))
     chunks = []
     while True:
         try:
