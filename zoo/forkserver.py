@@ -4,11 +4,9 @@ imported torch once.
 Every zoo process a test starts spends 3-4 CPU-seconds importing torch and torchvision before zoo runs a line;
 on a 2-core machine that was half of ``make test``. A server imports them once and forks one child per call.
 The child is a new process with its own pid, environment, working directory, stdin/stdout/stderr, file-size limit
-and exit status, and it runs zoo's real ``__main__``, with torch already in ``sys.modules``; the children share the
-server's hash seed. Nothing of zoo is imported before the fork. timm (0.5 CPU-s more per child) comes with
-huggingface_hub, which reads ``HF_*`` variables as it is imported: a second server imports it too, and serves the
-calls whose environment differs from the test process's, as it was when this module was imported, only in variables
-read later (:func:`_import_time_vars`); a call that sets ``HF_ENDPOINT``, say, gets a child without timm.
+and exit status, and it runs zoo's real ``__main__``. Nothing of zoo, timm or huggingface_hub is imported before the
+fork (they read the environment when imported), so each child starts as ``python -m zoo`` would, with torch already
+in ``sys.modules``; the children share the server's hash seed.
 
 :func:`run` stands for ``subprocess.run`` and :func:`start` for ``subprocess.Popen``. zoo's tests and
 ``zoo.testing``'s ``cli`` fixture use them (on a pseudo-terminal too); tests about start-up itself (what gets imported,
@@ -30,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 
-_servers: dict[tuple[str, bool], tuple[subprocess.Popen, str]] = {}  # (interpreter, with timm) -> server, socket
+_servers: dict[str, tuple[subprocess.Popen, str]] = {}  # interpreter -> the server it runs, and its socket
 
 
 def _python_vars(env) -> dict:
@@ -40,19 +38,6 @@ def _python_vars(env) -> dict:
 # Python reads PYTHONPATH and its other PYTHON* variables only as it starts: the server starts with these (the test
 # process's own), and a call that sets others gets a new interpreter.
 _STARTUP = _python_vars(os.environ)
-
-# Variables that neither timm nor huggingface_hub read as they are imported: zoo's, pytest's, pip's, the terminal's,
-# and torch's (both servers have imported torch; Inductor sets TORCHINDUCTOR_CACHE_DIR in the test process, and
-# scikit-learn KMP_DUPLICATE_LIB_OK). Any other difference from the test process's environment keeps timm out.
-_CALL_TIME = ("ZOO_", "PYTEST_", "PIP_", "TORCH", "OMP_", "KMP_", "XDG_CONFIG_HOME", "COLUMNS", "LINES", "TERM", "NO_COLOR",
-              "FORCE_COLOR", "PWD", "OLDPWD")
-
-
-def _import_time_vars(env) -> dict:
-    return {k: v for k, v in env.items() if not k.startswith(_CALL_TIME)}
-
-
-_BASE = dict(os.environ)  # the environment the timm server imports timm in
 
 
 def run(args, *, env=None, cwd=None, timeout=None, input=None, capture_output=False, text=False, check=False,
@@ -108,22 +93,14 @@ def start(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, sta
 
 def _fork(args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session=False, default_signals=False,
           file_size_limit: int | None = None) -> Process:
-    """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done): the one with timm where ``env``
-    lets it (see the module's docstring)."""
-    return _request(_address(args[0], timm=_import_time_vars(env) == _import_time_vars(_BASE)), args, env=env, cwd=cwd,
-                    stdin=stdin, stdout=stdout, stderr=stderr, new_session=new_session, default_signals=default_signals,
-                    file_size_limit=file_size_limit)
-
-
-def _request(address: str, args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session=False,
-             default_signals=False, file_size_limit: int | None = None) -> Process:
+    """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done)."""
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
         request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()), "file_size_limit": file_size_limit,
                    "new_session": new_session, "default_signals": default_signals}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(address)
+        conn.connect(_address(args[0]))
         payload = json.dumps(request).encode()
         socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
         return Process(args, conn, int(_line(conn)))
@@ -187,40 +164,28 @@ def _line(conn: socket.socket) -> bytes:
     return data
 
 
-def _address(python: str, *, timm: bool) -> str:
-    """The socket of ``python``'s server, the one with timm or the one without, started on first use (servers belong
-    to one test process)."""
-    server = _servers.get((python, timm))
+def _address(python: str) -> str:
+    """The socket of ``python``'s server, started on first use (servers belong to one test process)."""
+    server = _servers.get(python)
     if server is None or server[0].poll() is not None:
         path = os.path.join(tempfile.mkdtemp(prefix="zoo-fork-"), "s")
         # run as a file, not as zoo.forkserver: the server must not have imported zoo
         serve = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
-        env = {**{k: v for k, v in (_BASE if timm else os.environ).items() if not k.startswith("PYTHON")}, **_STARTUP}
-        ready, announce = os.pipe()
-        with os.fdopen(ready) as reader, os.fdopen(announce, "w") as writer:
-            if timm:  # a child of the server without timm: 0.5 CPU-s to import timm, not 4 for torch too
-                root = _address(python, timm=False)
-                proc = _request(root, [python, "-c", serve, __file__, path, str(_servers[python, False][0].pid), "timm"],
-                                env=env, cwd=None, stdin=subprocess.DEVNULL, stdout=writer, stderr=None)
-            else:
-                proc = subprocess.Popen([python, "-c", serve, __file__, path, str(os.getpid()), ""],
-                                        stdin=subprocess.DEVNULL, stdout=writer, env=env)
-            writer.close()
-            if reader.readline().strip() != "ready":
-                raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
+        proc = subprocess.Popen([python, "-c", serve, __file__, path, str(os.getpid())],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **_STARTUP})
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
         atexit.register(proc.kill)
-        server = _servers[python, timm] = (proc, path)
+        server = _servers[python] = (proc, path)
     return server[1]
 
 
 # -- the server ----------------------------------------------------------------------------------------------------
 
-def _serve(path: str, parent: int, with_timm: bool) -> None:
+def _serve(path: str, parent: int) -> None:
     import torch  # noqa: F401  what every child needs and no child should import again
     import torchvision  # noqa: F401  (timm imports it; it pulls in torch._dynamo)
-
-    if with_timm:
-        import timm  # noqa: F401
 
     del sys.path[0]  # '' from -c: each child puts its own working directory there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -321,4 +286,4 @@ def _child(request: dict, fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[-3], int(sys.argv[-2]), sys.argv[-1] == "timm")  # after the file: socket, test process, timm
+    _serve(sys.argv[-2], int(sys.argv[-1]))  # after the file: the socket and the test process
