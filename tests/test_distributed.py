@@ -27,7 +27,7 @@ def zoo(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _start(args: list, log: Path, **kwargs) -> forkserver.Process:
-    """``zoo ARGS`` in the background, its stderr going to ``log`` (kept as ``.log``)."""
+    """``zoo ARGS`` in the background, its stderr written to the file ``log`` (the path kept as ``proc.log``)."""
     with open(log, "w") as err:
         proc = forkserver.start([sys.executable, "-m", "zoo", *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, **kwargs)
     proc.log = log
@@ -179,7 +179,7 @@ def _free_port() -> int:
 def _node(rank: int, port: int, *args, out: Path) -> forkserver.Process:
     """``zoo finetune`` on "machine" ``rank`` of two; each has a --out of its own (storage not shared)."""
     return _start(["finetune", *args, "--nnodes", "2", "--node-rank", rank, "--nproc-per-node", "1",
-                   "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", out], out.with_name(f"{out.name}-{rank}-{time.monotonic_ns()}.err"),
+                   "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", out], out.with_name(f"{out.name}-node{rank}-{time.monotonic_ns()}.stderr"),
                   env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120"})
 
 

@@ -9,9 +9,10 @@ fork (they read the environment when imported), so each child starts as ``python
 in ``sys.modules``; the children share the server's hash seed.
 
 :func:`run` stands for ``subprocess.run`` and :func:`start` for ``subprocess.Popen``. zoo's tests and
-``zoo.testing``'s ``cli`` fixture use them (on a pseudo-terminal too); tests about start-up itself (what gets imported,
-how fast) and the workers torchrun starts are plain processes. A call that sets PYTHONPATH or another PYTHON* variable gets a new interpreter, as
-does every call under ``ZOO_TEST_FORK=0`` (to check that both give the same results).
+``zoo.testing``'s ``cli`` fixture use them (on a pseudo-terminal too); tests about start-up itself (what gets
+imported, how fast) and the workers torchrun starts are plain processes. A call that sets PYTHONPATH or another
+PYTHON* variable gets a new interpreter, as does every call under ``ZOO_TEST_FORK=0`` (to check that both give the
+same results).
 """
 
 from __future__ import annotations
