@@ -162,6 +162,7 @@ def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node
     In this process, not a ``python -m torch.distributed.run`` of its own: Ctrl-C, SIGTERM and SIGHUP
     sent to zoo reach the agent, which passes them to its workers (they checkpoint and stop), and
     one interpreter fewer starts. The settings are the caller's to check first (``check_launch``)."""
+    saved = dict(os.environ)  # what the agent and its workers get is set here, and undone afterwards
     # torchrun sets OMP_NUM_THREADS=1 with a warning; split the cores between workers instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
     os.environ.setdefault("LOGLEVEL", "WARNING")
@@ -180,7 +181,8 @@ def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node
     try:
         return _agent([*argv, "-m", "zoo", *worker_args])
     finally:
-        del os.environ["ZOO_LAUNCHED"]
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _agent(argv: list[str]) -> int:
