@@ -563,8 +563,13 @@ def test_unicode_class_names_are_kept_as_given(tmp_path, run):
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, head):
-    """Head-only, no augmentation: the frozen backbone runs once per image; in float32 the result is bit-identical
-    (with --amp auto a CPU with bf16 units runs the frozen pass in bf16: bench/features.py measures what that changes)."""
+    """Head-only, no augmentation: the frozen backbone runs once per image; in float32 the metrics are identical and
+    the weights equal to float32 rounding (with --amp auto a CPU with bf16 units runs the frozen pass in bf16:
+    bench/features.py measures what that changes).
+
+    Not bit for bit: the cached pass sees the images in other batches than training does, and a kernel may round an
+    image's features differently in a batch of another size. With two threads the weights here were bit-identical;
+    with one (OMP_NUM_THREADS=1, as `make test` gives each of its processes) they differed by up to 1.5e-8."""
     from safetensors.torch import load_file
 
     from zoo.trainer import FinetuneConfig, Trainer
@@ -579,7 +584,9 @@ def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, hea
     cached, w1, h1 = train(True)
     plain, w2, h2 = train(False)
     assert cached.cache is not None and plain.cache is None
-    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert w1.keys() == w2.keys()
+    for k in w1:  # a wrong or misplaced feature moves a weight by far more than 1e-6
+        torch.testing.assert_close(w1[k], w2[k], rtol=0, atol=1e-6, msg=k)
     strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
     assert strip(h1) == strip(h2)
 
