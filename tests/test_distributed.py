@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,14 +51,21 @@ def assert_close(a: dict, b: dict, atol: float) -> float:
     return worst
 
 
-def test_two_processes_follow_one_with_the_same_global_batch(tmp_path):
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory) -> tuple[Path, Path]:
+    """The same run on one process (batch 64) and on two (2 x 32), 2 epochs each; tests copy them to change them."""
     # A model without BatchNorm: PyTorch's SyncBatchNorm, which would make BN nets agree too, needs GPUs.
     backbone, extra = "test_vit", ["--model-arg", "img_size=32"]
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two = tmp_path_factory.mktemp("one") / "run", tmp_path_factory.mktemp("two") / "run"
     a = zoo("finetune", backbone, *COMMON, "--epochs", "2", "--batch-size", "64", *extra, "--out", one)
     assert a.returncode == 0, a.stderr
     b = zoo("finetune", backbone, *COMMON, "--epochs", "2", "--batch-size", "32", *extra, "--nproc-per-node", "2", "--out", two)
     assert b.returncode == 0, b.stderr + b.stdout
+    return one, two
+
+
+def test_two_processes_follow_one_with_the_same_global_batch(one_and_two):
+    one, two = one_and_two
     # Float sums in another order (two partial gradients, then all-reduce) differ in the last bits only.
     worst = assert_close(weights(one), weights(two), atol=1e-4)
     print(f"largest weight difference, 1 x 64 against 2 x 32: {worst:.2e}")
@@ -72,12 +80,10 @@ def test_two_processes_follow_one_with_the_same_global_batch(tmp_path):
     assert not list(two.rglob("*.tmp"))
 
 
-def test_a_checkpoint_from_two_processes_resumes_with_one(tmp_path):
-    out = tmp_path / "run"
-    first = zoo("finetune", "test_resnet", *COMMON, "--epochs", "1", "--batch-size", "16", "--nproc-per-node", "2", "--out", out)
-    assert first.returncode == 0, first.stderr
+def test_a_checkpoint_from_two_processes_resumes_with_one(one_and_two, tmp_path):
+    out = shutil.copytree(one_and_two[1], tmp_path / "run")
     state = torch.load(out / "checkpoints/last.pt", weights_only=True)
-    assert state["world"] == 2 and state["global_batch"] == 32
+    assert state["world"] == 2 and state["global_batch"] == 64
     again = zoo("finetune", "--resume", out, "--epochs", "3", "--quiet")
     assert again.returncode == 0, again.stderr
     history = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]

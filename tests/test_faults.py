@@ -105,7 +105,7 @@ def test_a_failing_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_p
     assert len(lines) == 1 and lines[0].startswith("Error: cannot write ") and "File too large" in lines[0], failed.stderr
     assert (out / LAST).read_bytes() == good  # the last good checkpoint is intact
     assert not list(out.rglob("*.tmp"))
-    again = subprocess.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300)
+    again = forkserver.run([*resume_command(out), "--epochs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
 
@@ -355,7 +355,7 @@ def test_a_resumed_run_stopped_while_workers_decode_resumes_again(tmp_path, phot
                                             env={"ZOO_DECODE_CACHE": "0"})
     _stopped_cleanly(code, err, seconds, workers, f"Error: interrupted; resume with: zoo finetune --resume {out}")
     assert [r["epoch"] for r in metrics(out)] == [1]
-    again = subprocess.run([*resume, "--quiet"], capture_output=True, text=True, timeout=300)
+    again = forkserver.run([*resume, "--quiet"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [r["epoch"] for r in metrics(out)] == [1, 2]
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
@@ -380,7 +380,7 @@ def test_a_killed_worker_or_a_killed_zoo_leaves_no_process_waiting(tmp_path, pho
     for victim in ("worker", "zoo"):
         log = tmp_path / f"{victim}.log"
         with open(log, "w") as err:
-            proc = subprocess.Popen(_finetune(photos, tmp_path / victim), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            proc = forkserver.start(_finetune(photos, tmp_path / victim), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
             deadline = time.monotonic() + 180
             while len(workers := forked_workers(proc.pid)) < 2:

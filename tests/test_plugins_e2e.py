@@ -51,8 +51,9 @@ class Venv:
         return env
 
     def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.python), *args], cwd=self.work, env=env or self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+        """This environment's ``python ARGS``; ``-c CODE`` forked from its server (torch imported), as ``zoo`` is."""
+        start = forkserver.run if args[0] == "-c" else subprocess.run
+        return start([str(self.python), *args], cwd=self.work, env=env or self.env(), capture_output=True, text=True, timeout=timeout)
 
     def zoo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         return forkserver.run([str(self.python), "-m", "zoo", *args], cwd=self.work, env=self.env(**env),
