@@ -5,8 +5,9 @@ Every zoo process a test starts spends 3-4 CPU-seconds importing torch and torch
 on a 2-core machine that was half of ``make test``. A server imports them once and forks one child per call.
 The child is a new process with its own pid, environment, working directory, stdin/stdout/stderr, file-size limit
 and exit status, and it runs zoo's real ``__main__``. Nothing of zoo, timm or huggingface_hub is imported before the
-fork (they read the environment when imported), so each child starts as ``python -m zoo`` would, with torch already
-in ``sys.modules``; the children share the server's hash seed.
+fork (they read the environment when imported), so each child starts as ``python -m zoo`` would, with torch (and
+matplotlib and jinja2, which a finished run needs) already in ``sys.modules``; the children share the server's hash
+seed.
 
 :func:`run` stands for ``subprocess.run`` and :func:`start` for ``subprocess.Popen``. zoo's tests and
 ``zoo.testing``'s ``cli`` fixture use them (on a pseudo-terminal too); tests about start-up itself (what gets
@@ -185,8 +186,15 @@ def _address(python: str) -> str:
 # -- the server ----------------------------------------------------------------------------------------------------
 
 def _serve(path: str, parent: int) -> None:
-    import torch  # noqa: F401  what every child needs and no child should import again
-    import torchvision  # noqa: F401  (timm imports it; it pulls in torch._dynamo)
+    # torch: what every child needs and no child should import again; torchvision: timm imports it (it pulls in
+    # torch._dynamo). jinja2 and matplotlib: what a finished run writes its card and plots with (0.2-0.5 CPU-s a
+    # child); neither reads zoo's or the Hub's settings, and matplotlib takes its own (MPL*, a matplotlibrc) from the
+    # server's environment, where tests set none.
+    import jinja2  # noqa: F401
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
 
     del sys.path[0]  # '' from -c: each child puts its own working directory there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
