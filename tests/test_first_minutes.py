@@ -90,9 +90,11 @@ def test_compare_keeps_the_candidates_that_worked(tmp_path):
 
 # -- first-party plugins install from the checkout's plugins/ folder ----------------------------------------
 def pip_env(tmp: Path) -> dict:
-    """pip installs only into target/ (never this venv), from no index: as on a machine without a network."""
+    """pip installs only into target/ (never this venv), from no index and no folder of wheels (this machine's pip
+    configuration has some): as on a machine without a network."""
+    (tmp / "no-wheels").mkdir(exist_ok=True)
     return {"PIP_TARGET": str(tmp / "target"), "PIP_NO_INDEX": "1", "PIP_NO_INPUT": "1", "PIP_NO_DEPS": "1",
-            "PIP_LOG": str(tmp / "pip.log")}
+            "PIP_LOG": str(tmp / "pip.log"), "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": str(tmp / "no-wheels")}
 
 
 def installed(tmp: Path) -> set[str]:
@@ -113,6 +115,16 @@ def test_plugins_install_a_first_party_name_offline(tmp_path):
     assert "zoo-heads: from this checkout's plugins/zoo-heads" in proc.stdout
     assert installed(tmp_path) == {"zoo_heads", "zoo_tensorboard"}, proc.stdout
     assert (tmp_path / "target" / "zoo_heads.py").is_file()
+
+
+def test_a_plugin_folder_installs_offline_with_this_environments_setuptools(tmp_path):
+    """A new plugin's folder, on a machine without a network: pip could not fetch setuptools for a build environment
+    of its own, so zoo has it build with this environment's, which meets the folder's build requirements."""
+    made, _ = zoo(tmp_path, "plugins", "new", "zoo-offline", "--dir", tmp_path)
+    assert made.returncode == 0, made.stderr
+    proc, _ = zoo(tmp_path, "plugins", "install", tmp_path / "zoo-offline", cwd=tmp_path, **pip_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert installed(tmp_path) == {"zoo_offline"}, proc.stdout
 
 
 @pytest.mark.slow

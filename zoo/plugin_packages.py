@@ -81,18 +81,10 @@ def checkout_folder(name: str, version: str | None = None) -> Path | None:
     """The ``plugins/NAME`` folder of the source checkout zoo runs from, for a first-party plugin
     (exact names only), or None: zoo is installed from a package, or (given ``version``) the folder
     holds another version. The first-party plugins are not on the package index."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
     if name not in FIRST_PARTY:
         return None
     folder = Path(__file__).resolve().parent.parent / "plugins" / name
-    try:
-        project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
-    except (OSError, ValueError):
-        return None
+    project = _pyproject(folder).get("project", {})
     if project.get("name") != name or (version is not None and not _same_version(project.get("version"), version)):
         return None
     return folder
@@ -123,15 +115,39 @@ def requirement(spec: str) -> str:
     return str(folder) if folder else spec
 
 
-def builds_offline() -> bool:
-    """Whether this environment can build the first-party plugins itself (their backend: setuptools>=64),
-    so pip needs no index for an isolated build environment."""
-    from packaging.version import Version
+def _pyproject(folder: Path) -> dict:
+    """A folder's pyproject.toml, parsed; {} when it has none or it is not TOML."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     try:
-        return Version(metadata.version("setuptools")) >= Version("64")
-    except metadata.PackageNotFoundError:
-        return False
+        return tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def builds_here(spec: str) -> bool:
+    """Whether ``spec`` is a local source folder whose build requirements ([build-system] requires: setuptools>=64
+    for the first-party plugins and ``plugins new`` skeletons) this environment already meets, so that pip can
+    build it with them instead of fetching a build environment from an index (which needs a network)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    system = _pyproject(Path(spec)).get("build-system") if Path(spec).is_dir() else None
+    requires = system.get("requires") if isinstance(system, dict) else None
+    if not isinstance(requires, list):
+        return False  # no pyproject.toml, or one that leaves its build requirements to pip's defaults
+    for text in requires:
+        try:
+            req = Requirement(text)
+            if req.marker and not req.marker.evaluate():
+                continue
+            if req.url or req.extras or not req.specifier.contains(metadata.version(req.name), prereleases=True):
+                return False
+        except (InvalidRequirement, TypeError, metadata.PackageNotFoundError):
+            return False
+    return True
 
 
 def install_hint(plugin: dict | None) -> str:
