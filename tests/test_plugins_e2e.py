@@ -51,7 +51,10 @@ class Venv:
         return env
 
     def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        """This environment's ``python ARGS``; ``-c CODE`` forked from its server (torch imported), as ``zoo`` is."""
+        """This environment's ``python ARGS``; ``-c CODE`` and ``-m pytest`` fork from its server (torch imported), as
+        ``zoo`` does."""
+        if args[:2] == ("-m", "pytest"):
+            args = ("-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", *args[2:])
         start = forkserver.run if args[0] == "-c" else subprocess.run
         return start([str(self.python), *args], cwd=self.work, env=env or self.env(), capture_output=True, text=True, timeout=timeout)
 
