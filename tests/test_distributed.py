@@ -186,7 +186,7 @@ def _node(rank: int, port: int, *args, out: Path) -> forkserver.Process:
     """``zoo finetune`` on "machine" ``rank`` of two; each has a --out of its own (storage not shared)."""
     return _start(["finetune", *args, "--nnodes", "2", "--node-rank", rank, "--nproc-per-node", "1",
                    "--rdzv-endpoint", f"127.0.0.1:{port}", "--out", out], out.with_name(f"{out.name}-node{rank}-{time.monotonic_ns()}.stderr"),
-                  env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120"})
+                  env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_RDZV_TIMEOUT": "120", "ZOO_RDZV_KEEP_ALIVE": "1"})
 
 
 def _finish(*procs: forkserver.Process, timeout: float = 300) -> list[tuple[int, str]]:
@@ -246,6 +246,8 @@ def _tree(pid: int) -> list[int]:
 
 
 def test_a_lost_node_is_started_again_and_the_run_continues_from_rank_0s_checkpoint(tmp_path):
+    # ZOO_RDZV_KEEP_ALIVE=1 (see _node): the rendezvous drops the lost node after 3 s without its heartbeat, not 15 s,
+    # and the new node 1 joins then.
     # One --out for both, as on a shared file system: node 1 neither refuses it nor locks it.
     args = ["test_resnet", *COMMON, "--epochs", "6", "--batch-size", "16", "--max-restarts", "1"]
     port, run = _free_port(), tmp_path / "run"
@@ -290,6 +292,8 @@ def test_a_node_whose_peers_never_come_stops_with_one_line(tmp_path):
     (["--nnodes", "2"], {}, "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (a machine every node can reach)"),
     (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"], {"ZOO_RDZV_TIMEOUT": "soon"},
      "ZOO_RDZV_TIMEOUT must be a number of seconds above 0, got 'soon'"),
+    (["--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:9"], {"ZOO_RDZV_KEEP_ALIVE": "0.5"},
+     "ZOO_RDZV_KEEP_ALIVE must be a whole number of seconds from 1 to 3600, got '0.5'"),
     (["--nproc-per-node", "2", "--max-restarts", "-1"], {}, "--max-restarts must be a whole number from 0 to 1000, got -1"),
 ])
 def test_bad_launch_settings_are_one_line_before_anything_is_written(tmp_path, args, env, line):

@@ -144,6 +144,15 @@ def rendezvous_timeout() -> float:
     return value
 
 
+def keep_alive() -> int:
+    """Seconds between a node's heartbeats to the rendezvous (ZOO_RDZV_KEEP_ALIVE; torchrun's 5 by default). A node
+    silent for 3 of them counts as gone: only then can a replacement join the others (15 s after a loss by default)."""
+    text = os.environ.get("ZOO_RDZV_KEEP_ALIVE", "5")
+    if not (text.isdigit() and 1 <= int(text) <= 3600):  # torchrun reads it as a whole number
+        raise UsageError(f"ZOO_RDZV_KEEP_ALIVE must be a whole number of seconds from 1 to 3600, got '{text}'")
+    return int(text)
+
+
 def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdzv_endpoint: str | None, max_restarts: int) -> None:
     """The launch settings are usable (checked before anything is written or started)."""
     from zoo.config import Launch
@@ -151,7 +160,7 @@ def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdz
     Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
            max_restarts=max_restarts).validate()
     if nnodes > 1:
-        rendezvous_timeout()
+        rendezvous_timeout(), keep_alive()
 
 
 def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
@@ -170,7 +179,7 @@ def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node
     if rdzv_endpoint:
         # One rendezvous per endpoint: the id is the same on every node, whatever its --out.
         argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", "zoo",
-                 "--rdzv-conf", f"join_timeout={rendezvous_timeout():g}"]
+                 "--rdzv-conf", f"join_timeout={rendezvous_timeout():g},keep_alive_interval={keep_alive()}"]
         # A fresh store for each rendezvous round: a node started again joins the others' next round.
         os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         if node_rank is not None:  # (torchrun's own --node-rank is for its static rendezvous only)
