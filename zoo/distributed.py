@@ -160,7 +160,8 @@ def check_launch(*, nproc_per_node: int, nnodes: int, node_rank: int | None, rdz
     Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
            max_restarts=max_restarts).validate()
     if nnodes > 1:
-        rendezvous_timeout(), keep_alive()
+        rendezvous_timeout()
+        keep_alive()
 
 
 def launch(worker_args: list[str], *, nproc_per_node: int, nnodes: int = 1, node_rank: int | None = None,
