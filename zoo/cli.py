@@ -359,7 +359,8 @@ def plugins_install(specs, upgrade, editable, from_model, yes, find_links, index
     for spec, req in zip(specs, reqs, strict=False):
         if req != spec:
             click.echo(f"{shown(spec)}: from this checkout's {shown(Path(req).relative_to(Path(req).parents[1]))}")
-    # Local folders whose build requirements are met here: built with this environment's setuptools, offline.
+    # Local folders whose build requirements this environment meets: built with those (no build environment
+    # fetched from the index, so offline too).
     local = not editable and all(pp.builds_here(r) for r in reqs)
     # "--" ends pip's options: a requirement can never be read as one (-i URL, -r FILE, -e PATH).
     _pip(["install", "--disable-pip-version-check", *extra, *(["--no-build-isolation"] if local else []),
