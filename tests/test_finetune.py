@@ -589,8 +589,7 @@ def test_feature_cache_gives_the_same_weights_as_the_uncached_path(tmp_path, hea
     for k in w1:  # a wrong or misplaced feature moves a weight by far more than 1e-6
         torch.testing.assert_close(w1[k], w2[k], rtol=0, atol=1e-6, msg=k)
     strip = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]  # noqa: E731
-    assert len(h1) == len(h2)
-    for r1, r2 in zip(strip(h1), strip(h2)):  # one image more or less right moves a top-1 by 1/179; a loss agrees to float32 rounding
+    for r1, r2 in zip(strip(h1), strip(h2), strict=True):  # one image more or less right moves a top-1 by 1/179
         assert r1 == pytest.approx(r2, rel=1e-6, abs=0)
 
 
