@@ -85,3 +85,45 @@ def test_pythonpath_of_a_call_is_honoured(tmp_path, mode):
     done = forkserver.run([PY, "-c", "import only_here; print(only_here.WHERE)"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.stdout == "here\n", done.stderr
+
+
+# -- PYTHON_EXEC: the workers that torchrun, started by a forked child, starts ------------------------------------
+
+@pytest.fixture
+def worker_exec() -> str:
+    """The ``PYTHON_EXEC`` a forked child gets (torchrun runs ``PYTHON_EXEC -u -m zoo ...`` for each worker)."""
+    return forkserver.run([PY, "-c", "import os; print(os.environ['PYTHON_EXEC'])"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_worker_is_forked_and_exits_as_it_did(worker_exec, tmp_path):
+    code = "import sys; print('torch' in sys.modules, sys.argv[1:]); sys.exit(3)"
+    done = subprocess.run([worker_exec, "-u", "-c", code, "a b"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stdout) == (3, "True ['a b']\n"), done.stderr  # torch came with the fork
+    done = subprocess.run([worker_exec, "-u", "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("Error: unknown backbone 'nope-nope'"), done.stderr
+    # other PYTHON* variables than the server started with: a new interpreter, as for forkserver.run
+    done = subprocess.run([worker_exec, "-u", "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert (done.returncode, done.stdout) == (3, "False []\n"), done.stderr
+
+
+def test_a_worker_writes_unbuffered_gets_the_signals_sent_to_its_stand_in_and_dies_with_it(worker_exec, tmp_path):
+    code = ("import os, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+            "print(os.getpid(), end='')\n"  # no newline, no flush: -u writes it at once
+            "time.sleep(60)\n")
+    for sig, code_after in ((signal.SIGTERM, 7), (signal.SIGKILL, -signal.SIGKILL)):
+        proc = subprocess.Popen([worker_exec, "-u", "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            pid = int(os.read(proc.stdout.fileno(), 64))
+            assert pid != proc.pid
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == code_after
+            deadline = time.monotonic() + 30
+            while os.path.exists(f"/proc/{pid}"):  # the worker too (the server reaps it)
+                assert time.monotonic() < deadline, f"the worker outlived the process torchrun knows ({sig!r})"
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            proc.stdout.close()

@@ -11,14 +11,18 @@ seed.
 
 :func:`run` stands for ``subprocess.run`` and :func:`start` for ``subprocess.Popen``. zoo's tests and
 ``zoo.testing``'s ``cli`` fixture use them (on a pseudo-terminal too); tests about start-up itself (what gets
-imported, how fast) and the workers torchrun starts are plain processes. A call that sets PYTHONPATH or another
-PYTHON* variable gets a new interpreter, as does every call under ``ZOO_TEST_FORK=0`` (to check that both give the
-same results).
+imported, how fast) are plain processes. A forked child's torchrun forks its workers too: the child gets
+torchrun's ``PYTHON_EXEC``, a stand-in (:func:`worker`) that asks the server for the worker, passes torchrun's
+signals on and exits as the worker does (torchrun started 22 workers in test_distributed.py, 4-5 CPU-seconds each).
+A call that sets PYTHONPATH or another PYTHON* variable gets a new interpreter, as does every call under
+``ZOO_TEST_FORK=0`` (to check that both give the same results); a torchrun started outside the server starts plain
+workers.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import locale
 import os
@@ -34,7 +38,7 @@ _servers: dict[str, tuple[subprocess.Popen, str]] = {}  # interpreter -> the ser
 
 
 def _python_vars(env) -> dict:
-    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHON_EXEC"}  # (that one is torchrun's)
 
 
 # Python reads PYTHONPATH and its other PYTHON* variables only as it starts: the server starts with these (the test
@@ -96,16 +100,64 @@ def start(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, sta
 def _fork(args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session=False, default_signals=False,
           file_size_limit: int | None = None) -> Process:
     """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done)."""
+    address = _address(args[0])
+    # torchrun, started by the child, starts its workers with this server too (see worker)
+    env = {"PYTHON_EXEC": os.path.join(os.path.dirname(address), "python"), **env}
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
         request = {"argv": args[1:], "env": env, "cwd": str(cwd or os.getcwd()), "file_size_limit": file_size_limit,
                    "new_session": new_session, "default_signals": default_signals}
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(_address(args[0]))
-        payload = json.dumps(request).encode()
-        socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
+        conn = _send(address, request, fds)
         return Process(args, conn, int(_line(conn)))
+
+
+def _send(address: str, request: dict, fds: list[int]) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(address)
+    payload = json.dumps(request).encode()
+    socket.send_fds(conn, [len(payload).to_bytes(8, "big") + payload], fds)
+    return conn
+
+
+def worker(address: str, python: str, startup: dict) -> None:
+    """torchrun's ``PYTHON_EXEC`` in a forked zoo: its workers (``python -u -m zoo ARGS``) as children of the server
+    at ``address``, as ``python -c`` is too.
+
+    This process stands for the worker torchrun started: the signals torchrun sends it go on to the worker, the
+    worker dies when it does (SIGKILL too), and it exits as the worker did. Other commands, or other PYTHON*
+    variables, get ``python`` itself."""
+    argv = sys.argv[1:]
+    unbuffered = argv[:1] == ["-u"]
+    command = argv[1:] if unbuffered else argv
+    env = dict(os.environ)
+    if not (command[:2] == ["-m", "zoo"] or command[:1] == ["-c"]) or _python_vars(env) != startup:
+        os.execv(python, [python, *argv])
+    child: list[int] = []
+    pending: list[int] = []  # signals that came before the worker's pid
+
+    def forward(sig, _frame):
+        if not child:
+            pending.append(sig)
+            return
+        try:
+            os.kill(child[0], sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    request = {"argv": command, "env": env, "cwd": os.getcwd(), "file_size_limit": None, "new_session": True,
+               "default_signals": False, "unbuffered": unbuffered, "watch": os.getpid()}
+    conn = _send(address, request, [0, 1, 2])
+    child.append(int(_line(conn)))
+    for sig in pending:
+        forward(sig, None)
+    code = os.waitstatus_to_exitcode(int(_line(conn)))
+    if code < 0:  # killed by a signal: so is this process
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    sys.exit(code)
 
 
 class Process:
@@ -178,6 +230,11 @@ def _address(python: str) -> str:
                                 env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **_STARTUP})
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
+        # The PYTHON_EXEC a forked child's torchrun gets: a Python without site (a few milliseconds) that runs worker.
+        client = os.path.join(os.path.dirname(path), "python")
+        with open(client, "w", encoding="utf-8") as f:
+            f.write(f"#!{python} -IS\nimport runpy\nrunpy.run_path({__file__!r})['worker']({path!r}, {python!r}, {_STARTUP!r})\n")
+        os.chmod(client, 0o755)
         atexit.register(proc.kill)
         server = _servers[python] = (proc, path)
     return server[1]
@@ -250,6 +307,10 @@ def _child(request: dict, fds: list[int]) -> None:
             os.close(fd)
         for fd, name in enumerate(("stdin", "stdout", "stderr")):
             stream = getattr(sys, name)
+            if fd and request.get("unbuffered"):  # as -u sets them up: every write goes straight to the file
+                setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=stream.encoding,
+                                                    errors=stream.errors, write_through=True))
+                continue
             # as Python sets up its standard streams: line-buffered on a terminal, stderr always
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding=stream.encoding, errors=stream.errors,
                                     closefd=False, buffering=1 if fd == 2 or (fd == 1 and os.isatty(1)) else -1))
@@ -258,6 +319,8 @@ def _child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         if request["new_session"]:
             os.setsid()
+        if request.get("watch"):  # worker's process: when it goes, this one goes too
+            threading.Thread(target=_die_with, args=(request["watch"],), daemon=True).start()
         _limit_and_signals(request["file_size_limit"], request["default_signals"])
         argv = request["argv"]
         if argv[0] == "-m":
@@ -292,6 +355,14 @@ def _child(request: dict, fds: list[int]) -> None:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGINT)
             os._exit(code)
+
+
+def _die_with(pid: int) -> None:
+    try:
+        select.select([os.pidfd_open(pid)], [], [])
+    except ProcessLookupError:  # already gone
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":
