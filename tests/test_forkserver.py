@@ -91,9 +91,12 @@ def test_pythonpath_of_a_call_is_honoured(tmp_path, mode):
 
 @pytest.fixture
 def worker_exec() -> str:
-    """The ``PYTHON_EXEC`` a forked child gets (torchrun runs ``PYTHON_EXEC -u -m zoo ...`` for each worker)."""
-    return forkserver.run([PY, "-c", "import os; print(os.environ['PYTHON_EXEC'])"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    """This python's stand-in: the ``PYTHON_EXEC`` a forked child gets (torchrun runs ``PYTHON_EXEC -u -m zoo ...``
+    for each worker)."""
+    path = forkserver.stand_in(PY)
+    printed = forkserver.run([PY, "-c", "import os; print(os.environ['PYTHON_EXEC'])"], capture_output=True, text=True, check=True)
+    assert printed.stdout == f"{path}\n"
+    return path
 
 
 def test_a_worker_is_forked_and_exits_as_it_did(worker_exec, tmp_path):
@@ -102,10 +105,10 @@ def test_a_worker_is_forked_and_exits_as_it_did(worker_exec, tmp_path):
     assert (done.returncode, done.stdout) == (3, "True ['a b']\n"), done.stderr  # torch came with the fork
     done = subprocess.run([worker_exec, "-u", "-m", "zoo", "info", "nope-nope"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("Error: unknown backbone 'nope-nope'"), done.stderr
-    # other PYTHON* variables than the server started with: a new interpreter, as for forkserver.run
-    done = subprocess.run([worker_exec, "-u", "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert (done.returncode, done.stdout) == (3, "False []\n"), done.stderr
+    # other PYTHON* variables than the server started with, or ZOO_TEST_FORK=0: a new interpreter, as for forkserver.run
+    for env in ({"PYTHONPATH": str(tmp_path)}, {"ZOO_TEST_FORK": "0"}):
+        done = subprocess.run([worker_exec, "-u", "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        assert (done.returncode, done.stdout) == (3, "False []\n"), done.stderr
 
 
 def test_a_worker_writes_unbuffered_gets_the_signals_sent_to_its_stand_in_and_dies_with_it(worker_exec, tmp_path):

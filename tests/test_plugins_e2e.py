@@ -458,8 +458,8 @@ def test_the_plugin_tutorial_runs_as_written(venv: Venv):
     assert [k for k, _, _ in steps] == ["run", "file", "file", "run", "run"]
     work = venv.work / "tutorial"
     work.mkdir()
-    shim = venv.root / "bin" / "zoo"  # the `zoo` command of that environment
-    shim.write_text(f'#!/bin/sh\nexec "{venv.python}" -m zoo "$@"\n')
+    shim = venv.root / "bin" / "zoo"  # the `zoo` command of that environment, forked from its python's server
+    shim.write_text(f'#!/bin/sh\nexec "{forkserver.stand_in(str(venv.python))}" -m zoo "$@"\n')
     shim.chmod(0o755)
     env = venv.env(PATH=f"{venv.root / 'bin'}{os.pathsep}{os.environ['PATH']}")
     printed = []

@@ -101,8 +101,7 @@ def _fork(args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session
           file_size_limit: int | None = None) -> Process:
     """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done)."""
     address = _address(args[0])
-    # torchrun, started by the child, starts its workers with this server too (see worker)
-    env = {"PYTHON_EXEC": os.path.join(os.path.dirname(address), "python"), **env}
+    env = {"PYTHON_EXEC": stand_in(args[0]), **env}  # torchrun, started by the child, forks its workers here too
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
@@ -120,6 +119,12 @@ def _send(address: str, request: dict, fds: list[int]) -> socket.socket:
     return conn
 
 
+def stand_in(python: str) -> str:
+    """An executable that runs as ``python`` does, ``-m zoo`` and ``-c`` forked from ``python``'s server (see
+    :func:`worker`): torchrun's ``PYTHON_EXEC`` in a forked child, and what a test's ``zoo`` command can run."""
+    return os.path.join(os.path.dirname(_address(python)), "python")
+
+
 def worker(address: str, python: str, startup: dict) -> None:
     """torchrun's ``PYTHON_EXEC`` in a forked zoo: its workers (``python -u -m zoo ARGS``) as children of the server
     at ``address``, as ``python -c`` is too.
@@ -131,7 +136,8 @@ def worker(address: str, python: str, startup: dict) -> None:
     unbuffered = argv[:1] == ["-u"]
     command = argv[1:] if unbuffered else argv
     env = dict(os.environ)
-    if not (command[:2] == ["-m", "zoo"] or command[:1] == ["-c"]) or _python_vars(env) != startup:
+    if (not (command[:2] == ["-m", "zoo"] or command[:1] == ["-c"]) or _python_vars(env) != startup
+            or env.get("ZOO_TEST_FORK") == "0"):
         os.execv(python, [python, *argv])
     child: list[int] = []
     pending: list[int] = []  # signals that came before the worker's pid
