@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo import forkserver
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,12 +48,16 @@ class Venv:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("ZOO_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(XDG_CONFIG_HOME=str(self.work / "config"), ZOO_CACHE=str(self.work / "cache"), NO_COLOR="1",
-                   PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
+                   PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
         return env
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.python), *args], cwd=self.work, env=self.env(), capture_output=True, text=True,
-                              timeout=timeout)
+        """This environment's ``python ARGS``; ``-m zoo``, ``-c CODE`` and ``-m pytest`` fork from its server (torch
+        imported once)."""
+        if args[:2] == ("-m", "pytest"):
+            args = ("-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", *args[2:])
+        start = forkserver.run if args[0] == "-c" or args[:2] == ("-m", "zoo") else subprocess.run
+        return start([str(self.python), *args], cwd=self.work, env=self.env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,8 @@ def venv(tmp_path_factory) -> Venv:
     # below, installs into this environment, its sys.prefix.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True, timeout=300)
     v = Venv(root, work)
-    site = Path(v.run("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    where = [str(v.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]  # (no torch to fork with yet)
+    site = Path(subprocess.run(where, env=v.env(), capture_output=True, text=True, check=True, timeout=300).stdout.strip())
     # A path line adds the checkout; site.addsitedir also runs the outer site-packages' own .pth files.
     (site / "_zoo_outer_venv.pth").write_text(f"{REPO}\nimport site; site.addsitedir({OUTER_SITE!r})\n", encoding="utf-8")
     v.site = site
