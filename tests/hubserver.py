@@ -25,6 +25,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,6 +75,7 @@ class _Fault:
     times: int
     method: str | None
     message: str | None = None
+    retry_after: int | None = None
 
 
 class HubServer:
@@ -89,7 +91,7 @@ class HubServer:
                  host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)
         self.lfs_threshold, self.token, self.host, self.port = lfs_threshold, token, host, port
-        self.requests: list[dict] = []  # one record per request: method, path, origin, authorization, status
+        self.requests: list[dict] = []  # one record per request: method, path, origin, authorization, status, at (monotonic)
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
         self._servers: list[ThreadingHTTPServer] = []
@@ -127,14 +129,16 @@ class HubServer:
         self.stop()
 
     def inject(self, pattern: str, *, status: int | None = 500, times: int = 1, method: str | None = None,
-               message: str | None = None) -> None:
+               message: str | None = None, retry_after: int | None = None) -> None:
         """Answer the next `times` requests whose path (with query) matches `pattern` with `status`.
 
         `status=None` drops the connection without answering (the client sees a protocol error).
         `message`: the error message sent (in `X-Error-Message` and the JSON body), instead of "Injected fault".
+        `retry_after`: sent as `Retry-After` (seconds).
         """
         with self._lock:
-            self._faults.append(_Fault(re.compile(pattern), status, times, method.upper() if method else None, message))
+            self._faults.append(_Fault(re.compile(pattern), status, times, method.upper() if method else None, message,
+                                       retry_after))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -449,13 +453,14 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         origin = "hub" if self.server is hub._servers[0] else "cdn"
         record = {"method": method, "path": self.path, "origin": origin,
-                  "authorization": self.headers.get("Authorization"), "status": None}
+                  "authorization": self.headers.get("Authorization"), "status": None, "at": time.monotonic()}
         body = self._read_body()  # always drain the body, so that a dropped connection is a clean EOF
         response: Response | None = None
         try:
             fault = hub._take_fault(method, self.path)
             if fault is not None and fault.status is not None:
-                raise HubError(fault.status, fault.message or f"Injected fault ({fault.status})")
+                raise HubError(fault.status, fault.message or f"Injected fault ({fault.status})",
+                               headers={} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)})
             if fault is None:
                 response = self._route(method, origin, body)
         except HubError as err:

@@ -205,6 +205,16 @@ def test_transient_500_on_commit_is_retried(server, run_dir, homes):
     assert tree(server, "user/retry") == PUSHED
 
 
+def test_a_retry_after_from_the_server_is_waited_for(server, run_dir, homes):
+    """503 with Retry-After: 2 on the commit: zoo waits 2 s (its own first wait is 1 s), then the push goes through."""
+    server.inject(r"^/api/models/user/later/commit/main", status=503, method="POST", retry_after=2)
+    mark = len(server.requests)
+    ok(zoo_cli(server, homes(), "push", run_dir, "user/later", "--json"))
+    posts = [r for r in server.requests[mark:] if r["method"] == "POST" and r["path"].startswith("/api/models/user/later/commit/")]
+    assert [r["status"] for r in posts] == [503, 200]
+    assert posts[1]["at"] - posts[0]["at"] >= 2
+
+
 def test_wrong_token_is_one_line_that_says_log_in(run_dir, tmp_path):
     before = snapshot(run_dir)
     with HubServer(tmp_path / "hub", token="hf_theRIGHTtoken456") as srv:
@@ -488,7 +498,9 @@ def test_push_error_quoting_a_token_prints_no_part_of_it(server, run_dir, homes,
 
 @pytest.mark.slow
 def test_server_error_on_commit_quoting_a_token_after_retries(server, run_dir, homes):
-    server.inject(r"^/api/models/user/leak-commit/commit/main", status=500, method="POST", times=4, message=LEAKY["token-at-195"])
+    # (Retry-After: 0, or the three retries wait 1 + 2 + 4 s)
+    server.inject(r"^/api/models/user/leak-commit/commit/main", status=500, method="POST", times=4, message=LEAKY["token-at-195"],
+                  retry_after=0)
     try:
         proc = zoo_cli(server, homes(), "push", run_dir, "user/leak-commit")
     finally:

@@ -21,6 +21,7 @@ from zoo.redact import redact
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 RETRIES = 3  # of a transient failure, after waits that double from http_backoff's base wait
+RETRY_AFTER_MAX = 60  # seconds: the longest a server's Retry-After makes zoo wait before its next try
 
 
 def _quiet() -> None:
@@ -289,8 +290,9 @@ def _transient(exc: Exception) -> bool:
 
 
 def _with_retry(call: Callable[[], Any]) -> Any:
-    """Call, retrying transient failures RETRIES times with exponential backoff (huggingface_hub retries
-    its own preupload and LFS transfers; repo creation and the commit are retried here)."""
+    """Call, retrying transient failures RETRIES times with exponential backoff, or after the server's
+    Retry-After when it sent one (huggingface_hub retries its own preupload and LFS transfers the same way;
+    repo creation and the commit are retried here)."""
     _, _, base, cap = _backoff()
     for attempt in range(RETRIES + 1):
         try:
@@ -298,7 +300,14 @@ def _with_retry(call: Callable[[], Any]) -> Any:
         except Exception as exc:
             if attempt == RETRIES or not _transient(exc):
                 raise
-            time.sleep(min(base * 2 ** attempt, cap))
+            after = _retry_after(exc)
+            time.sleep(min(after, RETRY_AFTER_MAX) if after is not None else min(base * 2 ** attempt, cap))
+
+
+def _retry_after(exc: Exception) -> int | None:
+    """The seconds a server's ``Retry-After: N`` asks for (the HTTP-date form is not read, as in huggingface_hub)."""
+    value = getattr(getattr(exc, "response", None), "headers", {}).get("retry-after", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 # -- errors -------------------------------------------------------------------------------
