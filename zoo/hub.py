@@ -291,8 +291,8 @@ def _transient(exc: Exception) -> bool:
 
 def _with_retry(call: Callable[[], Any]) -> Any:
     """Call, retrying transient failures RETRIES times with exponential backoff, or after the server's
-    Retry-After when it sent one (huggingface_hub retries its own preupload and LFS transfers the same way;
-    repo creation and the commit are retried here)."""
+    Retry-After when it sent one (huggingface_hub retries its own preupload and LFS transfers, reading
+    Retry-After too; repo creation and the commit are retried here)."""
     _, _, base, cap = _backoff()
     for attempt in range(RETRIES + 1):
         try:
