@@ -101,7 +101,7 @@ def _fork(args: list[str], *, env: dict, cwd, stdin, stdout, stderr, new_session
           file_size_limit: int | None = None) -> Process:
     """Ask ``args[0]``'s server for the child (the checks of :func:`_plain` done)."""
     address = _address(args[0])
-    env = {"PYTHON_EXEC": stand_in(args[0]), **env}  # torchrun, started by the child, forks its workers here too
+    env = {"PYTHON_EXEC": _stand_in(address), **env}  # torchrun, started by the child, forks its workers here too
     with open(os.devnull, "r+b") as null:
         fds = [null.fileno() if f == subprocess.DEVNULL else default if f is None else f.fileno()
                for f, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
@@ -122,7 +122,11 @@ def _send(address: str, request: dict, fds: list[int]) -> socket.socket:
 def stand_in(python: str) -> str:
     """An executable that runs as ``python`` does, ``-m zoo`` and ``-c`` forked from ``python``'s server (see
     :func:`worker`): torchrun's ``PYTHON_EXEC`` in a forked child, and what a test's ``zoo`` command can run."""
-    return os.path.join(os.path.dirname(_address(python)), "python")
+    return _stand_in(_address(python))
+
+
+def _stand_in(address: str) -> str:
+    return os.path.join(os.path.dirname(address), "python")
 
 
 def worker(address: str, python: str, startup: dict) -> None:
@@ -236,11 +240,10 @@ def _address(python: str) -> str:
                                 env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **_STARTUP})
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the fork server did not start (exit {proc.wait()})")
-        # The PYTHON_EXEC a forked child's torchrun gets: a Python without site (a few milliseconds) that runs worker.
-        client = os.path.join(os.path.dirname(path), "python")
-        with open(client, "w", encoding="utf-8") as f:
+        # The stand-in: a Python without site (a few milliseconds) that runs worker.
+        with open(_stand_in(path), "w", encoding="utf-8") as f:
             f.write(f"#!{python} -IS\nimport runpy\nrunpy.run_path({__file__!r})['worker']({path!r}, {python!r}, {_STARTUP!r})\n")
-        os.chmod(client, 0o755)
+        os.chmod(_stand_in(path), 0o755)
         atexit.register(proc.kill)
         server = _servers[python] = (proc, path)
     return server[1]
@@ -325,7 +328,7 @@ def _child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         if request["new_session"]:
             os.setsid()
-        if request.get("watch"):  # worker's process: when it goes, this one goes too
+        if request.get("watch"):  # a stand-in's pid (see worker): when it goes, this child goes too
             threading.Thread(target=_die_with, args=(request["watch"],), daemon=True).start()
         _limit_and_signals(request["file_size_limit"], request["default_signals"])
         argv = request["argv"]
