@@ -65,6 +65,17 @@ def run(tmp_path):
     return invoke
 
 
+def venv_python(python, *args: str, cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """A throwaway environment's ``python ARGS``, output captured; ``-m zoo``, ``-c CODE`` and ``-m pytest`` fork
+    from its server (torch imported once), anything else (pip) is a new interpreter."""
+    from zoo import forkserver
+
+    if args[:2] == ("-m", "pytest"):
+        args = ("-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", *args[2:])
+    start = forkserver.run if args[0] == "-c" or args[:2] == ("-m", "zoo") else subprocess.run
+    return start([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20, 16), mode="RGB") -> Path:
     """Real PNG files on disk: each class a distinct colour, with some noise."""
     import numpy as np

@@ -20,8 +20,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
-from zoo import forkserver
+from conftest import venv_python
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +51,8 @@ class Venv:
         return env
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        """This environment's ``python ARGS``; ``-m zoo``, ``-c CODE`` and ``-m pytest`` fork from its server (torch
-        imported once)."""
-        if args[:2] == ("-m", "pytest"):
-            args = ("-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", *args[2:])
-        start = forkserver.run if args[0] == "-c" or args[:2] == ("-m", "zoo") else subprocess.run
-        return start([str(self.python), *args], cwd=self.work, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        """This environment's ``python ARGS`` (see conftest.venv_python)."""
+        return venv_python(self.python, *args, cwd=self.work, env=self.env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

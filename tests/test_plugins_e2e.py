@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import make_evil_package, write_plugin_record
+from conftest import make_evil_package, venv_python, write_plugin_record
 
 from zoo import forkserver
 
@@ -51,12 +51,8 @@ class Venv:
         return env
 
     def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        """This environment's ``python ARGS``; ``-c CODE`` and ``-m pytest`` fork from its server (torch imported), as
-        ``zoo`` does."""
-        if args[:2] == ("-m", "pytest"):
-            args = ("-c", "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))", *args[2:])
-        start = forkserver.run if args[0] == "-c" else subprocess.run
-        return start([str(self.python), *args], cwd=self.work, env=env or self.env(), capture_output=True, text=True, timeout=timeout)
+        """This environment's ``python ARGS`` (see conftest.venv_python)."""
+        return venv_python(self.python, *args, cwd=self.work, env=env or self.env(), timeout=timeout)
 
     def zoo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         return forkserver.run([str(self.python), "-m", "zoo", *args], cwd=self.work, env=self.env(**env),
