@@ -55,8 +55,7 @@ class Venv:
         return venv_python(self.python, *args, cwd=self.work, env=env or self.env(), timeout=timeout)
 
     def zoo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-        return forkserver.run([str(self.python), "-m", "zoo", *args], cwd=self.work, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+        return self.run("-m", "zoo", *args, env=self.env(**env), timeout=timeout)
 
     def zoo_json(self, *args: str, **env: str):
         proc = self.zoo(*args, "--json", **env)

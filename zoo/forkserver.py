@@ -22,6 +22,7 @@ workers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import json
 import locale
@@ -143,26 +144,20 @@ def worker(address: str, python: str, startup: dict) -> None:
     if (not (command[:2] == ["-m", "zoo"] or command[:1] == ["-c"]) or _python_vars(env) != startup
             or env.get("ZOO_TEST_FORK") == "0"):
         os.execv(python, [python, *argv])
-    child: list[int] = []
-    pending: list[int] = []  # signals that came before the worker's pid
-
-    def forward(sig, _frame):
-        if not child:
-            pending.append(sig)
-            return
-        try:
-            os.kill(child[0], sig)
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
+    passed_on = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
+    signal.pthread_sigmask(signal.SIG_BLOCK, passed_on)  # held until the worker's pid is known
     request = {"argv": command, "env": env, "cwd": os.getcwd(), "file_size_limit": None, "new_session": True,
                "default_signals": False, "unbuffered": unbuffered, "watch": os.getpid()}
     conn = _send(address, request, [0, 1, 2])
-    child.append(int(_line(conn)))
-    for sig in pending:
-        forward(sig, None)
+    child = int(_line(conn))
+
+    def forward(sig, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
+
+    for sig in passed_on:
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, passed_on)
     code = os.waitstatus_to_exitcode(int(_line(conn)))
     if code < 0:  # killed by a signal: so is this process
         signal.signal(-code, signal.SIG_DFL)
